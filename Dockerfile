@@ -1,0 +1,24 @@
+# One image for every Python service (gateway, auth, inference worker, archiver and the RabbitMQ
+# definitions job); compose picks the process with `command:`. Build from the repository root:
+#   docker build -t enterprise-chat .
+FROM python:3.11-slim AS build
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /src
+COPY . .
+RUN python -m venv /opt/venv && /opt/venv/bin/pip install .
+
+FROM python:3.11-slim
+ARG APP_UID=10001
+RUN groupadd --system --gid "${APP_UID}" app \
+    && useradd --system --uid "${APP_UID}" --gid app --home-dir /app --no-create-home --shell /usr/sbin/nologin app
+COPY --from=build /opt/venv /opt/venv
+COPY compose/rabbitmq_definitions.py /app/compose/rabbitmq_definitions.py
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    ENVIRONMENT=production
+WORKDIR /app
+USER ${APP_UID}:${APP_UID}
+# auth, gateway, worker health/metrics, archiver health/metrics
+EXPOSE 8001 8101 8201 8301
+CMD ["python", "-m", "gateway"]

@@ -1,0 +1,79 @@
+# Enterprise chat: the two commands a newcomer needs are `make run` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+SOURCES := common broker gateway inference_worker archiver auth devstack $(wildcard bench)
+
+run: $(STAMP) services
+	@bash scripts/ensure-services.sh haproxy prometheus
+	$(PY) -m devstack
+
+.PHONY: run help install test lint typecheck pytest bench contract services clean
+
+help:
+	@echo "make run     - run the whole system locally (see README)"
+	@echo "make test    - install what is needed, then ruff, mypy and the test suite"
+	@echo "make bench   - load test: streamed chats through the pipeline vs. the simulator directly"
+	@echo "make lint    - ruff only"
+	@echo "make deploy  - production topology with Docker Compose (./deploy_enterprise.sh; also: make up)"
+	@echo "make ps | make logs [svc=gateway-1] | make scale WORKERS=n GATEWAYS=n | make backup | make down"
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+services:
+	@bash scripts/ensure-services.sh
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy $(SOURCES)
+
+pytest: $(STAMP) services test-tools
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+test: lint typecheck pytest
+
+bench: $(STAMP) services
+	$(PY) -m bench $(ARGS)
+
+contract: $(STAMP)
+	$(PY) -m broker.contract
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+
+# haproxy for tests/deploy (installed when missing and root; the tests skip without it).
+test-tools:
+	@bash scripts/ensure-services.sh haproxy prometheus shellcheck
+
+# -- production topology: Docker Compose (compose/, haproxy/, deploy_enterprise.sh) -----------------
+.PHONY: deploy up down ps logs scale backup test-tools
+MANAGE := bash compose/manage.sh
+
+deploy up:
+	./deploy_enterprise.sh
+
+down:
+	$(MANAGE) down
+
+ps:
+	$(MANAGE) ps
+
+logs:
+	$(MANAGE) logs $(svc)
+
+scale:
+	$(MANAGE) scale "$(WORKERS)" "$(GATEWAYS)"
+
+backup:
+	$(MANAGE) backup

@@ -1,0 +1,142 @@
+"""The auth service's aiohttp application: routes, middlewares and resource lifecycles."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+
+import structlog
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from redis.asyncio import Redis
+from redis.exceptions import RedisClusterException, RedisError
+
+from auth import handlers_admin, handlers_users
+from auth.accounts import ensure_bootstrap_admin
+from auth.appkeys import HASHER, KEYS, METRICS, REDIS, REFRESH, SETTINGS, THROTTLE, TOKENS, USERS
+from auth.bruteforce import LoginThrottle
+from auth.metrics import AuthMetrics
+from auth.passwords import PasswordHasher
+from auth.refresh import RefreshTokenStore
+from auth.settings import AuthSettings
+from auth.tokens import build_token_service
+from auth.users import UserStore
+from common.http import json_error, json_response, make_error_middleware, security_headers_middleware
+from common.keyspace import Keyspace
+from common.redis import RedisClient, open_redis
+
+__all__ = ["close_redis", "create_app"]
+
+log = structlog.get_logger(__name__)
+
+# What a Redis outage raises: the cluster client's start-up failure is no RedisError, and
+# socket errors (TimeoutError included) can surface unwrapped.
+REDIS_UNAVAILABLE: tuple[type[Exception], ...] = (RedisError, RedisClusterException, OSError)
+BOOTSTRAP_ATTEMPTS = 5
+READY_TIMEOUT = 2.0
+
+
+async def close_redis(client: RedisClient) -> None:
+    """Close a client and its pool (``create_redis`` hands the single-node client its own pool)."""
+    if isinstance(client, Redis):
+        await client.aclose(close_connection_pool=True)
+    else:
+        await client.aclose()
+
+
+async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    common = settings.common
+    redis = await open_redis(
+        common.redis_url, cluster=common.redis_cluster, max_connections=common.redis_max_connections
+    )
+    keys = app[KEYS]
+    app[REDIS] = redis
+    app[USERS] = UserStore(redis, keys)
+    app[REFRESH] = RefreshTokenStore(redis, keys, ttl=settings.refresh_token_ttl)
+    app[THROTTLE] = LoginThrottle(
+        redis,
+        keys,
+        max_per_user=settings.login_max_failures_per_user,
+        max_per_ip=settings.login_max_failures_per_ip,
+        window=settings.login_failure_window,
+    )
+    yield
+    await close_redis(redis)
+
+
+async def _hasher_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    metrics = app[METRICS]
+    executor = ThreadPoolExecutor(max_workers=settings.hash_workers, thread_name_prefix="bcrypt")
+    hasher = PasswordHasher(
+        rounds=settings.bcrypt_rounds,
+        executor=executor,
+        slots=settings.hash_workers,
+        queue_timeout=settings.hash_queue_timeout,
+        observe=metrics.password_hash_seconds.observe,
+    )
+    metrics.track_in_flight(lambda: hasher.in_flight)
+    app[HASHER] = hasher
+    try:
+        await hasher.prepare()
+        yield
+    finally:
+        # Let running hashes finish (their callbacks need the loop), drop queued ones.
+        await asyncio.to_thread(executor.shutdown, wait=True, cancel_futures=True)
+
+
+async def _bootstrap_ctx(app: web.Application) -> AsyncIterator[None]:
+    admin = app[SETTINGS].bootstrap_admin
+    if admin is not None:
+        for attempt in range(1, BOOTSTRAP_ATTEMPTS + 1):
+            try:
+                await ensure_bootstrap_admin(app[USERS], app[HASHER], admin)
+                break
+            except REDIS_UNAVAILABLE as exc:
+                if attempt == BOOTSTRAP_ATTEMPTS:
+                    raise
+                log.warning("bootstrap_admin_retry", attempt=attempt, error=str(exc))
+                await asyncio.sleep(attempt)
+    yield
+
+
+async def health(request: web.Request) -> web.Response:
+    """Liveness: the process serves requests (nothing external is checked)."""
+    return json_response({"status": "ok"})
+
+
+async def ready(request: web.Request) -> web.Response:
+    """Readiness: Redis answers."""
+    try:
+        async with asyncio.timeout(READY_TIMEOUT):
+            await request.app[REDIS].ping()
+    except REDIS_UNAVAILABLE as exc:
+        log.warning("not_ready", error=str(exc))
+        return json_error(503, "not_ready", "redis is unavailable", {"Retry-After": "1"})
+    return json_response({"status": "ready"})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body = generate_latest(request.app[METRICS].registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def create_app(settings: AuthSettings) -> web.Application:
+    """Build the app; connections open in ``cleanup_ctx`` when it starts, in dependency order."""
+    app = web.Application(
+        client_max_size=settings.max_body_bytes,
+        middlewares=[security_headers_middleware, make_error_middleware(unavailable=REDIS_UNAVAILABLE)],
+    )
+    app[SETTINGS] = settings
+    app[KEYS] = Keyspace(settings.common.key_prefix)
+    app[METRICS] = AuthMetrics.create()
+    app[TOKENS] = build_token_service(settings)
+    app.cleanup_ctx.extend([_redis_ctx, _hasher_ctx, _bootstrap_ctx])
+    app.add_routes(handlers_users.routes)
+    app.add_routes(handlers_admin.routes)
+    app.router.add_get("/health", health)
+    app.router.add_get("/ready", ready)
+    app.router.add_get("/metrics", metrics)
+    return app

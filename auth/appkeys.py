@@ -1,0 +1,37 @@
+"""Typed keys for the auth app's shared state (set by ``create_app`` and its ``cleanup_ctx``)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from auth.bruteforce import LoginThrottle
+from auth.metrics import AuthMetrics
+from auth.passwords import PasswordHasher
+from auth.refresh import RefreshTokenStore
+from auth.settings import AuthSettings
+from auth.tokens import TokenService
+from auth.users import UserStore
+from common.keyspace import Keyspace
+from common.redis import RedisClient
+
+__all__ = [
+    "HASHER",
+    "KEYS",
+    "METRICS",
+    "REDIS",
+    "REFRESH",
+    "SETTINGS",
+    "THROTTLE",
+    "TOKENS",
+    "USERS",
+]
+
+SETTINGS = web.AppKey("settings", AuthSettings)
+KEYS = web.AppKey("keyspace", Keyspace)
+METRICS = web.AppKey("metrics", AuthMetrics)
+TOKENS = web.AppKey("tokens", TokenService)
+REDIS: web.AppKey[RedisClient] = web.AppKey("redis")
+HASHER = web.AppKey("hasher", PasswordHasher)
+USERS = web.AppKey("users", UserStore)
+REFRESH = web.AppKey("refresh", RefreshTokenStore)
+THROTTLE = web.AppKey("throttle", LoginThrottle)

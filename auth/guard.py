@@ -1,0 +1,60 @@
+"""Bearer-token checks for the endpoints that need a caller: ``/me``, ``/logout``, ``/admin/*``."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+
+from auth.appkeys import KEYS, METRICS, REDIS, TOKENS, USERS
+from auth.tokens import AccessClaims, TokenError
+from auth.users import User
+from common.http import ApiError
+
+__all__ = ["authenticate", "require_admin"]
+
+_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="enterprise-chat"'}
+_INVALID_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="enterprise-chat", error="invalid_token"'}
+
+
+def _reject(request: web.Request, status: int, code: str, message: str) -> ApiError:
+    request.app[METRICS].failures.labels(reason=code).inc()
+    headers = None
+    if status == 401:
+        headers = _CHALLENGE if code == "missing_token" else _INVALID_CHALLENGE
+    return ApiError(status, code, message, headers=headers)
+
+
+async def authenticate(request: web.Request) -> AccessClaims:
+    """Verify the bearer token, then that it is not revoked and its user not disabled."""
+    header = request.headers.get("Authorization", "")
+    if not header:
+        raise _reject(request, 401, "missing_token", "send Authorization: Bearer <access token>")
+    scheme, _, token = header.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise _reject(request, 401, "invalid_token", "the Authorization header must be 'Bearer <token>'")
+    try:
+        claims = request.app[TOKENS].verify(token)
+    except TokenError as exc:
+        raise _reject(request, 401, exc.code, exc.message) from None
+    redis, keys = request.app[REDIS], request.app[KEYS]
+    revoked, disabled = await asyncio.gather(
+        redis.exists(keys.revoked_jti(claims.sub, claims.jti)), redis.exists(keys.disabled_user(claims.sub))
+    )
+    if revoked:
+        raise _reject(request, 401, "token_revoked", "this token has been revoked; log in again")
+    if disabled:
+        raise _reject(request, 403, "user_disabled", "this account is disabled")
+    return claims
+
+
+async def require_admin(request: web.Request) -> tuple[AccessClaims, User]:
+    """As :func:`authenticate`, and the caller's *current* role (not the token's) is admin."""
+    claims = await authenticate(request)
+    user = await request.app[USERS].get(claims.sub)
+    if user is None:
+        raise _reject(request, 401, "invalid_token", "the token's user no longer exists")
+    if user.role != "admin":
+        raise _reject(request, 403, "forbidden", "this endpoint requires the admin role")
+    return claims, user

@@ -1,0 +1,143 @@
+"""Rotating refresh tokens with reuse detection, grouped in families (one family per login).
+
+A refresh token is ``<user_id>.<family_id>.<secret>``: opaque to clients, but it names its family's
+key so the server needs no lookup index. Redis keeps, per family, only SHA-256 hashes: the current
+token and every token already rotated away. Presenting the current token rotates it (the old one
+becomes "used"); presenting a used one means it was stolen or replayed, so the whole family is
+revoked and both holders must log in again. A family expires ``ttl`` after its last rotation.
+
+The family key and the user's family set share the ``{u:<user_id>}`` hash tag, so each script
+touches one Redis Cluster slot.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import re
+import secrets
+import time
+from dataclasses import dataclass
+
+from common.keyspace import Keyspace
+from common.redis import RedisClient
+
+__all__ = ["RefreshOutcome", "RefreshResult", "RefreshTokenStore"]
+
+_TOKEN_PATTERN = re.compile(r"([0-9a-f]{32})\.([0-9a-f]{32})\.([A-Za-z0-9_-]{43})")
+_PRUNE_ABOVE = 32
+
+# KEYS[1] family hash, KEYS[2] user's family set; ARGV: token hash, user id, family id, ttl ms, now.
+_CREATE = """
+redis.call('HSET', KEYS[1], 'cur', ARGV[1], 'user_id', ARGV[2], 'created_at', ARGV[5])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+redis.call('SADD', KEYS[2], ARGV[3])
+redis.call('PEXPIRE', KEYS[2], ARGV[4])
+return redis.call('SCARD', KEYS[2])
+"""
+# KEYS[1] family hash, KEYS[2] user's family set; ARGV: presented hash, new hash, family id, ttl ms.
+# Returns 1 rotated, 2 reuse detected (family revoked), 0 unknown / expired / revoked.
+_ROTATE = """
+local current = redis.call('HGET', KEYS[1], 'cur')
+if not current then return 0 end
+if current == ARGV[1] then
+  redis.call('HSET', KEYS[1], 'cur', ARGV[2], 'used:' .. ARGV[1], '1')
+  redis.call('PEXPIRE', KEYS[1], ARGV[4])
+  redis.call('PEXPIRE', KEYS[2], ARGV[4])
+  return 1
+end
+if redis.call('HEXISTS', KEYS[1], 'used:' .. ARGV[1]) == 1 then
+  redis.call('DEL', KEYS[1])
+  redis.call('SREM', KEYS[2], ARGV[3])
+  return 2
+end
+return 0
+"""
+
+
+class RefreshOutcome(enum.Enum):
+    ROTATED = "rotated"
+    REUSED = "reused"
+    INVALID = "invalid"
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshResult:
+    outcome: RefreshOutcome
+    user_id: str = ""
+    family_id: str = ""
+    token: str = ""
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _hash(token: str) -> str:
+    return hashlib.sha256(token.encode("ascii")).hexdigest()
+
+
+def _new_token(user_id: str, family_id: str) -> str:
+    return f"{user_id}.{family_id}.{secrets.token_urlsafe(32)}"
+
+
+class RefreshTokenStore:
+    def __init__(self, redis: RedisClient, keys: Keyspace, *, ttl: int) -> None:
+        self._redis = redis
+        self._keys = keys
+        self.ttl = ttl
+        self._create = redis.register_script(_CREATE)
+        self._rotate = redis.register_script(_ROTATE)
+
+    async def issue(self, user_id: str) -> tuple[str, str]:
+        """Start a new family for a login; returns ``(refresh_token, family_id)``."""
+        family_id = secrets.token_hex(16)
+        token = _new_token(user_id, family_id)
+        keys = [self._keys.refresh_family(user_id, family_id), self._keys.refresh_families(user_id)]
+        count = await self._create(
+            keys=keys, args=[_hash(token), user_id, family_id, self.ttl * 1000, repr(time.time())]
+        )
+        if int(count) > _PRUNE_ABOVE:
+            await self._prune(user_id)
+        return token, family_id
+
+    async def rotate(self, token: str) -> RefreshResult:
+        """Exchange ``token`` for a new one in the same family, or detect reuse."""
+        match = _TOKEN_PATTERN.fullmatch(token)
+        if match is None:
+            return RefreshResult(RefreshOutcome.INVALID)
+        user_id, family_id, _ = match.groups()
+        new_token = _new_token(user_id, family_id)
+        keys = [self._keys.refresh_family(user_id, family_id), self._keys.refresh_families(user_id)]
+        result = int(
+            await self._rotate(keys=keys, args=[_hash(token), _hash(new_token), family_id, self.ttl * 1000])
+        )
+        if result == 1:
+            return RefreshResult(RefreshOutcome.ROTATED, user_id, family_id, new_token)
+        if result == 2:
+            return RefreshResult(RefreshOutcome.REUSED, user_id, family_id)
+        return RefreshResult(RefreshOutcome.INVALID)
+
+    async def revoke_family(self, user_id: str, family_id: str) -> None:
+        await self._redis.delete(self._keys.refresh_family(user_id, family_id))
+        await self._redis.srem(self._keys.refresh_families(user_id), family_id)
+
+    async def revoke_all(self, user_id: str) -> int:
+        """Revoke every refresh token of the user (disable, password change); returns families."""
+        families_key = self._keys.refresh_families(user_id)
+        members = [_text(m) for m in await self._redis.smembers(families_key)]
+        keys = [self._keys.refresh_family(user_id, family_id) for family_id in members]
+        await self._redis.delete(*keys, families_key)
+        return len(members)
+
+    async def _prune(self, user_id: str) -> None:
+        """Forget expired families so the user's set stays small."""
+        families_key = self._keys.refresh_families(user_id)
+        members = [_text(m) for m in await self._redis.smembers(families_key)]
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for family_id in members:
+                pipe.exists(self._keys.refresh_family(user_id, family_id))
+            alive = await pipe.execute()
+        dead = [family_id for family_id, exists in zip(members, alive, strict=True) if not exists]
+        if dead:
+            await self._redis.srem(families_key, *dead)

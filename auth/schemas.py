@@ -1,0 +1,107 @@
+"""Request bodies (strict msgspec Structs) and the field rules of the auth API."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from typing import Annotated
+
+import msgspec
+
+from common.http import ApiError
+
+__all__ = [
+    "ROLES",
+    "LoginRequest",
+    "RefreshRequest",
+    "RegisterRequest",
+    "RoleRequest",
+    "normalize_email",
+    "validate_organization",
+    "validate_username",
+]
+
+ROLES = ("user", "admin")
+USERNAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]{3,64}")
+_EMAIL_LOCAL = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}")
+_DOMAIN_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+MAX_EMAIL_LENGTH = 254
+MAX_ORGANIZATION_LENGTH = 128
+_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+# Login fields are bounded but not pattern-checked: a malformed username answers like any unknown one.
+LoginUsername = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+LoginPassword = Annotated[str, msgspec.Meta(min_length=1, max_length=4096)]
+Token = Annotated[str, msgspec.Meta(min_length=1, max_length=512)]
+
+
+class RegisterRequest(msgspec.Struct, forbid_unknown_fields=True):
+    username: str
+    password: str
+    email: str
+    organization: str
+
+
+class LoginRequest(msgspec.Struct, forbid_unknown_fields=True):
+    username: LoginUsername
+    password: LoginPassword
+
+
+class RefreshRequest(msgspec.Struct, forbid_unknown_fields=True):
+    refresh_token: Token
+
+
+class RoleRequest(msgspec.Struct, forbid_unknown_fields=True):
+    role: str
+
+
+def validate_username(username: str) -> str:
+    if not USERNAME_PATTERN.fullmatch(username):
+        raise ApiError(
+            400, "invalid_username", "username must be 3-64 characters of letters, digits, '_', '.' or '-'"
+        )
+    return username
+
+
+def normalize_email(email: str) -> str:
+    """A sanity check, not RFC 5322: ``local@domain.tld`` with an ASCII local part.
+
+    Internationalised domains are accepted and stored in their ASCII (IDNA) form; the domain is
+    lower-cased. Uniqueness is checked on the fully lower-cased address.
+    """
+    invalid = ApiError(400, "invalid_email", "email must look like name@example.com")
+    if len(email) > MAX_EMAIL_LENGTH or email.count("@") != 1:
+        raise invalid
+    local, domain = email.split("@")
+    if not _EMAIL_LOCAL.fullmatch(local) or local.startswith(".") or local.endswith(".") or ".." in local:
+        raise invalid
+    try:
+        ascii_domain = domain.encode("idna").decode("ascii").lower()
+    except UnicodeError:
+        raise invalid from None
+    labels = ascii_domain.split(".")
+    if len(labels) < 2 or not all(_DOMAIN_LABEL.fullmatch(label) for label in labels):
+        raise invalid
+    if labels[-1].isdigit():
+        raise invalid
+    normalized = f"{local}@{ascii_domain}"
+    if len(normalized) > MAX_EMAIL_LENGTH:
+        raise invalid
+    return normalized
+
+
+def _forbidden_char(ch: str) -> bool:
+    # Control, surrogate, private-use and unassigned code points, and bidi overrides (spoofing);
+    # other format characters (ZWJ in emoji, RLM in Hebrew text) are fine.
+    return unicodedata.category(ch) in {"Cc", "Cs", "Co", "Cn"} or ch in _BIDI_CONTROLS
+
+
+def validate_organization(organization: str) -> str:
+    value = organization.strip()
+    if not 1 <= len(value) <= MAX_ORGANIZATION_LENGTH:
+        raise ApiError(
+            400, "invalid_organization", f"organization must be 1-{MAX_ORGANIZATION_LENGTH} characters"
+        )
+    if any(_forbidden_char(ch) for ch in value):
+        raise ApiError(400, "invalid_organization", "organization must not contain control characters")
+    return value

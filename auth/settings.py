@@ -1,0 +1,122 @@
+"""The auth service's settings, read from the environment in exactly one place."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from common.settings import CommonSettings, Env, SettingsError
+
+__all__ = ["AuthSettings", "BootstrapAdmin"]
+
+
+@dataclass(frozen=True, slots=True)
+class BootstrapAdmin:
+    """The first admin, created at start-up when it does not exist yet."""
+
+    username: str
+    email: str
+    organization: str
+    password: str = field(repr=False)
+
+
+def _read_file(env_name: str, path: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SettingsError(f"{env_name}: cannot read {path!r}: {exc.strerror}") from exc
+
+
+def _signing_key(env: Env, environment: str) -> str | None:
+    path = env.optional("AUTH_SIGNING_KEY_FILE")
+    text = env.optional("AUTH_SIGNING_KEY")
+    if path and text:
+        raise SettingsError("set only one of AUTH_SIGNING_KEY_FILE and AUTH_SIGNING_KEY")
+    pem = _read_file("AUTH_SIGNING_KEY_FILE", path) if path else text
+    if pem is None and environment == "production":
+        raise SettingsError(
+            "AUTH_SIGNING_KEY_FILE (or AUTH_SIGNING_KEY) is required in production; "
+            "generate one with: openssl genpkey -algorithm ed25519"
+        )
+    return pem
+
+
+def _bootstrap_admin(env: Env, environment: str) -> BootstrapAdmin | None:
+    names = ("USERNAME", "PASSWORD", "EMAIL")
+    values = {name: env.optional(f"AUTH_BOOTSTRAP_ADMIN_{name}") for name in names}
+    if not any(values.values()):
+        return None
+    missing = [f"AUTH_BOOTSTRAP_ADMIN_{name}" for name, value in values.items() if not value]
+    if missing:
+        raise SettingsError(f"bootstrap admin is half configured; also set {', '.join(missing)}")
+    return BootstrapAdmin(
+        username=env.str("AUTH_BOOTSTRAP_ADMIN_USERNAME"),
+        email=env.str("AUTH_BOOTSTRAP_ADMIN_EMAIL"),
+        organization=env.str("AUTH_BOOTSTRAP_ADMIN_ORGANIZATION", "default"),
+        password=env.secret("AUTH_BOOTSTRAP_ADMIN_PASSWORD", environment=environment),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class AuthSettings:
+    """Everything the auth service is configured with; built by :meth:`from_env`."""
+
+    common: CommonSettings
+    host: str
+    port: int
+    issuer: str
+    audience: str
+    access_token_ttl: int
+    refresh_token_ttl: int
+    token_leeway: int
+    signing_key_pem: str | None = field(repr=False)
+    previous_public_keys_pem: str | None
+    bcrypt_rounds: int
+    hash_workers: int
+    hash_queue_timeout: float
+    login_max_failures_per_user: int
+    login_max_failures_per_ip: int
+    login_failure_window: float
+    trust_forwarded: bool
+    trusted_proxy_count: int
+    max_body_bytes: int
+    admin_page_size: int
+    bootstrap_admin: BootstrapAdmin | None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> AuthSettings:
+        env = Env(environ)
+        common = CommonSettings.from_env("auth", env)
+        previous_path = env.optional("AUTH_PREVIOUS_PUBLIC_KEYS_FILE")
+        bcrypt_rounds = env.int("AUTH_BCRYPT_ROUNDS", 12, minimum=4)
+        if bcrypt_rounds > 31:
+            raise SettingsError("AUTH_BCRYPT_ROUNDS must be <= 31")
+        if bcrypt_rounds < 10 and common.environment == "production":
+            raise SettingsError("AUTH_BCRYPT_ROUNDS below 10 is refused in production")
+        return cls(
+            common=common,
+            host=env.str("AUTH_HOST", "0.0.0.0"),
+            port=env.int("AUTH_PORT", 8001, minimum=1),
+            issuer=env.str("AUTH_ISSUER", "enterprise-chat-auth"),
+            audience=env.str("AUTH_AUDIENCE", "enterprise-chat"),
+            access_token_ttl=env.int("AUTH_ACCESS_TOKEN_TTL", 900, minimum=30),
+            refresh_token_ttl=env.int("AUTH_REFRESH_TOKEN_TTL", 14 * 24 * 3600, minimum=60),
+            token_leeway=env.int("AUTH_TOKEN_LEEWAY", 5, minimum=0),
+            signing_key_pem=_signing_key(env, common.environment),
+            previous_public_keys_pem=(
+                _read_file("AUTH_PREVIOUS_PUBLIC_KEYS_FILE", previous_path) if previous_path else None
+            ),
+            bcrypt_rounds=bcrypt_rounds,
+            hash_workers=env.int("AUTH_HASH_WORKERS", min(4, os.cpu_count() or 1), minimum=1),
+            hash_queue_timeout=env.float("AUTH_HASH_QUEUE_TIMEOUT", 10.0, minimum=0.1),
+            login_max_failures_per_user=env.int("AUTH_LOGIN_MAX_FAILURES_PER_USER", 5, minimum=1),
+            login_max_failures_per_ip=env.int("AUTH_LOGIN_MAX_FAILURES_PER_IP", 20, minimum=1),
+            login_failure_window=env.float("AUTH_LOGIN_FAILURE_WINDOW", 900.0, minimum=1.0),
+            trust_forwarded=env.bool("AUTH_TRUST_FORWARDED", False),
+            trusted_proxy_count=env.int("AUTH_TRUSTED_PROXY_COUNT", 1, minimum=1),
+            max_body_bytes=env.int("AUTH_MAX_BODY_BYTES", 64 * 1024, minimum=1024),
+            admin_page_size=env.int("AUTH_ADMIN_PAGE_SIZE", 50, minimum=1),
+            bootstrap_admin=_bootstrap_admin(env, common.environment),
+        )

@@ -1,0 +1,1 @@
+"""The messaging contract: topology names, message structs and the machine-readable contract."""

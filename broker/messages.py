@@ -1,0 +1,155 @@
+"""Typed messages on the broker, shared by producers and consumers.
+
+Every message is JSON with ``schema_version``, ``request_id``, ``user_id`` and ``org_id``.
+Readers ignore unknown fields, so adding a field is a compatible change; removing or retyping
+one bumps ``SCHEMA_VERSION``. Replies are a tagged union on the ``type`` field.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+SCHEMA_VERSION = 1
+
+# AMQP message ``type`` property and reply ``type`` tags.
+CHAT_REQUEST = "chat.request"
+TOKEN = "token"
+DONE = "done"
+ERROR = "error"
+CANCEL = "cancel"
+
+# Headers carried on every message so a request can be followed across hops.
+HEADER_REQUEST_ID = "x-request-id"
+HEADER_TRACEPARENT = "traceparent"
+
+
+class ChatMessage(msgspec.Struct, kw_only=True):
+    """One message of a conversation supplied by the caller (OpenAI-style ``messages``)."""
+
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class ChatRequest(msgspec.Struct, kw_only=True, tag=CHAT_REQUEST, tag_field="type"):
+    """A chat generation request, published to the request queue.
+
+    When ``messages`` is given the worker sends exactly that conversation (plus the session history
+    if ``session_id`` is set and ``use_history`` is true); otherwise it sends the session history
+    followed by ``prompt``. ``deadline`` is a Unix timestamp after which nobody waits for the answer.
+    """
+
+    schema_version: int = SCHEMA_VERSION
+    request_id: str
+    user_id: str
+    org_id: str
+    session_id: str | None
+    prompt: str
+    model: str
+    stream: bool = True
+    deadline: float
+    created_at: float
+    messages: list[ChatMessage] | None = None
+    use_history: bool = True
+    record: bool = True
+    options: dict[str, float | int | str | bool] | None = None
+    job_id: str | None = None
+
+
+class Usage(msgspec.Struct, kw_only=True):
+    """Token counts and Ollama's durations (nanoseconds) for one generation."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_duration_ns: int = 0
+    load_duration_ns: int = 0
+    prompt_eval_duration_ns: int = 0
+    eval_duration_ns: int = 0
+
+
+class TokenChunk(msgspec.Struct, kw_only=True, tag=TOKEN, tag_field="type"):
+    """A coalesced run of generated text. ``seq`` starts at 0 for each ``generation``."""
+
+    schema_version: int = SCHEMA_VERSION
+    request_id: str
+    user_id: str
+    org_id: str
+    generation: str
+    seq: int
+    content: str
+
+
+class ChatDone(msgspec.Struct, kw_only=True, tag=DONE, tag_field="type"):
+    """The generation finished; ``chunks`` lets the reader check it saw every chunk."""
+
+    schema_version: int = SCHEMA_VERSION
+    request_id: str
+    user_id: str
+    org_id: str
+    generation: str
+    session_id: str | None
+    model: str
+    chunks: int
+    done_reason: str
+    usage: Usage
+    node: str | None = None
+
+
+class ChatError(msgspec.Struct, kw_only=True, tag=ERROR, tag_field="type"):
+    """The generation failed; ``error`` is a machine-readable code."""
+
+    schema_version: int = SCHEMA_VERSION
+    request_id: str
+    user_id: str
+    org_id: str
+    generation: str
+    error: str
+    message: str
+    retryable: bool = False
+
+
+Reply = TokenChunk | ChatDone | ChatError
+
+
+class Cancel(msgspec.Struct, kw_only=True, tag=CANCEL, tag_field="type"):
+    """Stop a generation; broadcast on the cancel fanout exchange to every worker."""
+
+    schema_version: int = SCHEMA_VERSION
+    request_id: str
+    user_id: str
+    org_id: str
+    reason: Literal["client_disconnected", "deadline_exceeded", "user_cancelled"]
+
+
+class SessionEvent(msgspec.Struct, kw_only=True, tag="session.event", tag_field="type"):
+    """A session changed, finished, or spilled turns over its Redis cap; routing key is ``event``.
+
+    ``session.finished`` and ``session.spilled`` reach the archiver; ``version`` is the session's
+    version when the event was sent.
+    """
+
+    schema_version: int = SCHEMA_VERSION
+    event: Literal["session.updated", "session.finished", "session.spilled"]
+    request_id: str
+    user_id: str
+    org_id: str
+    session_id: str
+    version: int
+    at: float
+
+
+encoder = msgspec.json.Encoder()
+request_decoder = msgspec.json.Decoder(ChatRequest)
+reply_decoder = msgspec.json.Decoder(Reply)
+cancel_decoder = msgspec.json.Decoder(Cancel)
+event_decoder = msgspec.json.Decoder(SessionEvent)
+
+ALL_MESSAGES: tuple[type[msgspec.Struct], ...] = (
+    ChatRequest,
+    TokenChunk,
+    ChatDone,
+    ChatError,
+    Cancel,
+    SessionEvent,
+)

@@ -1,0 +1,219 @@
+"""RabbitMQ topology: every exchange, queue and routing key, declared idempotently and exported.
+
+``Topology(prefix)`` names everything, so a deployment (or a test run) can live beside others on
+one broker. ``declare`` creates the shared objects at start-up from any service; ``definitions``
+returns the same objects as a RabbitMQ definitions document the management UI can import.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue
+
+EVENT_SESSION_UPDATED = "session.updated"
+EVENT_SESSION_FINISHED = "session.finished"
+EVENT_SESSION_SPILLED = "session.spilled"
+ARCHIVER_EVENTS = (EVENT_SESSION_FINISHED, EVENT_SESSION_SPILLED)
+REQUEST_ROUTING_KEY = "chat"
+
+
+@dataclass(frozen=True, slots=True)
+class QueueLimits:
+    """Load-shedding and poison-message limits of the request queue."""
+
+    max_length: int = 10_000
+    delivery_limit: int = 5
+
+
+@dataclass(frozen=True, slots=True)
+class Topology:
+    prefix: str = "chat"
+    limits: QueueLimits = field(default_factory=QueueLimits)
+
+    # -- names -----------------------------------------------------------------------------------
+    @property
+    def requests_exchange(self) -> str:
+        """Direct exchange receiving ChatRequest messages (routing key ``chat``)."""
+        return f"{self.prefix}.requests"
+
+    @property
+    def requests_queue(self) -> str:
+        """Quorum queue the inference workers consume; length-limited with reject-publish."""
+        return f"{self.prefix}.requests"
+
+    @property
+    def dead_letter_exchange(self) -> str:
+        return f"{self.prefix}.dlx"
+
+    @property
+    def dead_letter_queue(self) -> str:
+        """Rejected, expired and poison messages, kept for inspection in the management UI."""
+        return f"{self.prefix}.dead-letter"
+
+    @property
+    def cancel_exchange(self) -> str:
+        """Fanout exchange of Cancel messages; each worker binds an exclusive queue to it."""
+        return f"{self.prefix}.cancel"
+
+    @property
+    def events_exchange(self) -> str:
+        """Topic exchange of SessionEvent messages, routed by ``session.updated``/``session.finished``."""
+        return f"{self.prefix}.events"
+
+    @property
+    def archiver_queue(self) -> str:
+        """Durable queue of ``session.finished``/``session.spilled`` events consumed by the archiver."""
+        return f"{self.prefix}.archiver"
+
+    @property
+    def archiver_retry_queue(self) -> str:
+        """Delay queue: events the archiver could not store wait here (per-message TTL), then return."""
+        return f"{self.prefix}.archiver.retry"
+
+    # -- arguments -------------------------------------------------------------------------------
+    def request_queue_arguments(self) -> dict[str, Any]:
+        return {
+            "x-queue-type": "quorum",
+            "x-max-length": self.limits.max_length,
+            "x-overflow": "reject-publish",
+            "x-dead-letter-exchange": self.dead_letter_exchange,
+            "x-delivery-limit": self.limits.delivery_limit,
+        }
+
+    def archiver_queue_arguments(self) -> dict[str, Any]:
+        return {
+            "x-queue-type": "quorum",
+            "x-dead-letter-exchange": self.dead_letter_exchange,
+            "x-delivery-limit": self.limits.delivery_limit,
+        }
+
+    def dead_letter_queue_arguments(self) -> dict[str, Any]:
+        return {"x-queue-type": "quorum"}
+
+    def archiver_retry_queue_arguments(self) -> dict[str, Any]:
+        # Expired messages go back to the archiver queue through the default exchange.
+        return {"x-dead-letter-exchange": "", "x-dead-letter-routing-key": self.archiver_queue}
+
+    # -- declaration -----------------------------------------------------------------------------
+    async def declare(self, channel: AbstractChannel) -> DeclaredTopology:
+        """Declare every shared object; safe to call from every service at every start."""
+        dlx = await channel.declare_exchange(
+            self.dead_letter_exchange, aio_pika.ExchangeType.FANOUT, durable=True
+        )
+        dlq = await channel.declare_queue(
+            self.dead_letter_queue, durable=True, arguments=self.dead_letter_queue_arguments()
+        )
+        await dlq.bind(dlx, routing_key="#")
+        requests = await channel.declare_exchange(
+            self.requests_exchange, aio_pika.ExchangeType.DIRECT, durable=True
+        )
+        request_queue = await channel.declare_queue(
+            self.requests_queue, durable=True, arguments=self.request_queue_arguments()
+        )
+        await request_queue.bind(requests, routing_key=REQUEST_ROUTING_KEY)
+        cancel = await channel.declare_exchange(
+            self.cancel_exchange, aio_pika.ExchangeType.FANOUT, durable=True
+        )
+        events = await channel.declare_exchange(
+            self.events_exchange, aio_pika.ExchangeType.TOPIC, durable=True
+        )
+        archiver = await channel.declare_queue(
+            self.archiver_queue, durable=True, arguments=self.archiver_queue_arguments()
+        )
+        for key in ARCHIVER_EVENTS:
+            await archiver.bind(events, routing_key=key)
+        await channel.declare_queue(
+            self.archiver_retry_queue, durable=True, arguments=self.archiver_retry_queue_arguments()
+        )
+        return DeclaredTopology(
+            requests=requests,
+            request_queue=request_queue,
+            cancel=cancel,
+            events=events,
+            archiver_queue=archiver,
+            dead_letter_queue=dlq,
+        )
+
+    async def delete(self, channel: AbstractChannel) -> None:
+        """Remove every shared object (tests and tear-down tooling only)."""
+        for queue in (
+            self.requests_queue,
+            self.archiver_queue,
+            self.archiver_retry_queue,
+            self.dead_letter_queue,
+        ):
+            await channel.queue_delete(queue)
+        for exchange in (
+            self.requests_exchange,
+            self.cancel_exchange,
+            self.events_exchange,
+            self.dead_letter_exchange,
+        ):
+            await channel.exchange_delete(exchange)
+
+    # -- export ----------------------------------------------------------------------------------
+    def definitions(self, vhost: str = "/") -> dict[str, Any]:
+        """The topology as a RabbitMQ definitions document (``rabbitmqctl import_definitions``)."""
+
+        def exchange(name: str, kind: str) -> dict[str, Any]:
+            return {
+                "name": name,
+                "vhost": vhost,
+                "type": kind,
+                "durable": True,
+                "auto_delete": False,
+                "internal": False,
+                "arguments": {},
+            }
+
+        def queue(name: str, arguments: dict[str, Any]) -> dict[str, Any]:
+            return {
+                "name": name,
+                "vhost": vhost,
+                "durable": True,
+                "auto_delete": False,
+                "arguments": arguments,
+            }
+
+        def binding(source: str, destination: str, key: str) -> dict[str, Any]:
+            return {
+                "source": source,
+                "vhost": vhost,
+                "destination": destination,
+                "destination_type": "queue",
+                "routing_key": key,
+                "arguments": {},
+            }
+
+        return {
+            "exchanges": [
+                exchange(self.dead_letter_exchange, "fanout"),
+                exchange(self.requests_exchange, "direct"),
+                exchange(self.cancel_exchange, "fanout"),
+                exchange(self.events_exchange, "topic"),
+            ],
+            "queues": [
+                queue(self.dead_letter_queue, self.dead_letter_queue_arguments()),
+                queue(self.requests_queue, self.request_queue_arguments()),
+                queue(self.archiver_queue, self.archiver_queue_arguments()),
+                queue(self.archiver_retry_queue, self.archiver_retry_queue_arguments()),
+            ],
+            "bindings": [
+                binding(self.dead_letter_exchange, self.dead_letter_queue, "#"),
+                binding(self.requests_exchange, self.requests_queue, REQUEST_ROUTING_KEY),
+                *(binding(self.events_exchange, self.archiver_queue, key) for key in ARCHIVER_EVENTS),
+            ],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class DeclaredTopology:
+    requests: AbstractExchange
+    request_queue: AbstractQueue
+    cancel: AbstractExchange
+    events: AbstractExchange
+    archiver_queue: AbstractQueue
+    dead_letter_queue: AbstractQueue

@@ -1,0 +1,1 @@
+"""Code every service imports: settings loading, logging, the Redis keyspace and session store."""

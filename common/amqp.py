@@ -1,0 +1,37 @@
+"""Connecting to RabbitMQ: bounded retries at start-up, then aio-pika's robust reconnects."""
+
+from __future__ import annotations
+
+import aio_pika
+import structlog
+from aio_pika.abc import AbstractRobustConnection
+from aiormq.exceptions import AMQPConnectionError
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+from broker.topology import QueueLimits, Topology
+from common.settings import CommonSettings
+
+log = structlog.get_logger(__name__)
+
+
+def topology_for(settings: CommonSettings) -> Topology:
+    """Every service must build the same topology, or declarations fail with PRECONDITION_FAILED."""
+    return Topology(
+        settings.broker_prefix,
+        QueueLimits(max_length=settings.queue_max_length, delivery_limit=settings.queue_delivery_limit),
+    )
+
+
+async def connect(url: str, *, client_name: str, attempts: int = 10) -> AbstractRobustConnection:
+    """Connect with exponential back-off; give up after ``attempts`` so a bad URL fails start-up."""
+    async for attempt in AsyncRetrying(
+        stop=stop_after_attempt(attempts),
+        wait=wait_exponential(multiplier=0.2, max=5),
+        retry=retry_if_exception_type((AMQPConnectionError, ConnectionError, OSError)),
+        reraise=True,
+    ):
+        with attempt:
+            if attempt.retry_state.attempt_number > 1:
+                log.warning("amqp_connect_retry", attempt=attempt.retry_state.attempt_number)
+            return await aio_pika.connect_robust(url, client_properties={"connection_name": client_name})
+    raise AssertionError("unreachable")

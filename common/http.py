@@ -1,0 +1,241 @@
+"""HTTP building blocks every aiohttp service shares: JSON errors, security headers, JSON bodies.
+
+Every error a client sees is ``{"error": "<machine_code>", "message": "<for humans>"}`` with the
+right status. Handlers either return :func:`json_error` or raise :class:`ApiError`;
+:func:`error_middleware` turns aiohttp's own ``HTTPException``s (404, 405, 413 from
+``client_max_size`` ...) and unexpected exceptions into the same shape (500 ``internal_error``,
+logged with its stack); :func:`make_error_middleware` also maps a backing service's errors (e.g.
+``RedisError``) to 503 ``unavailable``.
+
+Install the middlewares outermost first, so error responses get the security headers too::
+
+    web.Application(middlewares=[security_headers_middleware, error_middleware])
+
+A streaming handler prepares its response before the middleware sees it; such apps also append
+:func:`security_headers_on_prepare` to ``app.on_response_prepare``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+import msgspec
+import structlog
+from aiohttp import hdrs, web
+from aiohttp.typedefs import Handler, Middleware
+
+__all__ = [
+    "SECURITY_HEADERS",
+    "ApiError",
+    "client_address",
+    "error_middleware",
+    "json_error",
+    "json_response",
+    "make_error_middleware",
+    "read_json",
+    "security_headers_middleware",
+    "security_headers_on_prepare",
+]
+
+T = TypeVar("T")
+
+log = structlog.get_logger(__name__)
+
+SECURITY_HEADERS: Mapping[str, str] = {
+    "Strict-Transport-Security": "max-age=63072000; includeSubDomains",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
+}
+
+# Machine codes for errors aiohttp raises itself (routing, body size, methods).
+_STATUS_CODES: Mapping[int, str] = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    408: "request_timeout",
+    409: "conflict",
+    411: "length_required",
+    413: "body_too_large",
+    414: "uri_too_long",
+    415: "unsupported_media_type",
+    422: "unprocessable_entity",
+    429: "too_many_requests",
+    431: "headers_too_large",
+    500: "internal_error",
+    501: "not_implemented",
+    502: "bad_gateway",
+    503: "unavailable",
+    504: "gateway_timeout",
+}
+
+# Headers of an HTTPException that describe its own (replaced) body rather than the response.
+_BODY_HEADERS = frozenset({"content-type", "content-length", "content-encoding"})
+
+_encoder = msgspec.json.Encoder()
+
+
+class ApiError(Exception):
+    """Raise from a handler (or anything it calls) to answer with a JSON error."""
+
+    def __init__(
+        self, status: int, code: str, message: str, *, headers: Mapping[str, str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = dict(headers) if headers else {}
+
+
+def json_response(data: Any, *, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
+    """A JSON response encoded with msgspec (structs, dicts, lists ...)."""
+    return web.Response(
+        body=_encoder.encode(data), status=status, headers=headers, content_type="application/json"
+    )
+
+
+def json_error(
+    status: int, code: str, message: str, headers: Mapping[str, str] | None = None
+) -> web.Response:
+    """The one error shape: ``{"error": code, "message": message}`` with ``status``."""
+    return json_response({"error": code, "message": message}, status=status, headers=headers)
+
+
+def _apply_security_headers(response: web.StreamResponse) -> None:
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+
+
+@web.middleware
+async def security_headers_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Add :data:`SECURITY_HEADERS` to every response (existing values win)."""
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        # Without error_middleware inside, aiohttp's exceptions are responses too.
+        _apply_security_headers(exc)
+        raise
+    if not response.prepared:
+        _apply_security_headers(response)
+    return response
+
+
+async def security_headers_on_prepare(request: web.Request, response: web.StreamResponse) -> None:
+    """``on_response_prepare`` hook: covers streamed responses the middleware sees too late."""
+    _apply_security_headers(response)
+
+
+def _from_http_exception(exc: web.HTTPException) -> web.Response:
+    headers = {k: v for k, v in exc.headers.items() if k.lower() not in _BODY_HEADERS}
+    code = _STATUS_CODES.get(exc.status, "internal_error" if exc.status >= 500 else "bad_request")
+    text = exc.text or ""
+    message = exc.reason if text in {"", f"{exc.status}: {exc.reason}"} else text
+    if exc.status == 413:
+        message = "request body too large"
+    elif exc.content_type == "application/json":  # already our shape: keep its code and message
+        try:
+            body = msgspec.json.decode(text)
+        except msgspec.DecodeError:
+            body = None
+        if isinstance(body, dict) and isinstance(body.get("error"), str):
+            code, message = body["error"], str(body.get("message", message))
+    return json_error(exc.status, code, message, headers)
+
+
+def make_error_middleware(
+    *,
+    unavailable: tuple[type[Exception], ...] = (),
+    on_unhandled: Callable[[Exception], None] | None = None,
+) -> Middleware:
+    """An :func:`error_middleware` that also answers ``unavailable`` exceptions (a backing
+    service such as Redis being down) with 503 ``unavailable`` and ``Retry-After`` instead of 500,
+    and reports unexpected exceptions to ``on_unhandled`` (error tracking: count by type).
+    """
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except ApiError as exc:
+            return json_error(exc.status, exc.code, exc.message, exc.headers)
+        except web.HTTPException as exc:
+            if exc.status < 400:  # redirects and the like are not errors
+                raise
+            return _from_http_exception(exc)
+        except unavailable as exc:
+            log.warning("dependency_unavailable", path=request.path, error=repr(exc))
+            return json_error(503, "unavailable", "a backing service is unavailable", {"Retry-After": "1"})
+        except Exception as exc:  # CancelledError is a BaseException and passes through untouched
+            log.exception(
+                "unhandled_error", method=request.method, path=request.path, error_type=type(exc).__name__
+            )
+            if on_unhandled is not None:
+                on_unhandled(exc)
+            return json_error(500, "internal_error", "internal server error")
+
+    return middleware
+
+
+error_middleware = make_error_middleware()
+"""Turn every error into the JSON error shape; never leak a traceback to the client."""
+
+
+def _is_json_content_type(content_type: str) -> bool:
+    return content_type == "application/json" or (
+        content_type.startswith("application/") and content_type.endswith("+json")
+    )
+
+
+async def read_json(request: web.Request, model: type[T]) -> T:
+    """Decode the request body strictly into ``model`` (a msgspec Struct or any msgspec type).
+
+    A missing Content-Type is tolerated; an explicit non-JSON one is 415. The size limit is the
+    app's ``client_max_size`` (413 ``body_too_large`` via :func:`error_middleware`). Malformed JSON
+    is 400 ``malformed_json``; a valid document of the wrong shape is 400 ``invalid_request``.
+    """
+    if request.content_type not in {"", "application/octet-stream"} and not _is_json_content_type(
+        request.content_type
+    ):
+        raise ApiError(415, "unsupported_media_type", "send the body as application/json")
+    body = await request.read()
+    if not body:
+        raise ApiError(400, "malformed_json", "request body is empty; send a JSON object")
+    try:
+        return msgspec.json.decode(body, type=model, strict=True)
+    except msgspec.ValidationError as exc:
+        raise ApiError(400, "invalid_request", str(exc)) from None
+    except msgspec.DecodeError:
+        raise ApiError(400, "malformed_json", "request body is not valid JSON") from None
+
+
+def client_address(request: web.Request, *, trust_forwarded: bool = False, trusted_proxies: int = 1) -> str:
+    """The client's IP address, for throttling and logs.
+
+    ``X-Forwarded-For`` is read only when ``trust_forwarded`` (the service is reachable only
+    through its proxies). Each of the ``trusted_proxies`` proxies appends the address it saw, so
+    the client is that many entries from the right; entries further left are client-controlled.
+    Anything unparseable falls back to the peer address.
+    """
+    peer = request.remote or "unknown"
+    if not trust_forwarded:
+        return peer
+    entries = [
+        item.strip()
+        for header in request.headers.getall(hdrs.X_FORWARDED_FOR, [])
+        for item in header.split(",")
+        if item.strip()
+    ]
+    if not entries:
+        return peer
+    candidate = entries[-trusted_proxies] if len(entries) >= trusted_proxies else entries[0]
+    try:
+        return str(ipaddress.ip_address(candidate))
+    except ValueError:
+        return peer

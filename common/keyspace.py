@@ -1,0 +1,116 @@
+"""Every Redis key name in the system, defined once.
+
+Keys that one script or transaction touches share the hash tag ``{u:<user_id>}`` so they live in
+one Redis Cluster slot. ``prefix`` namespaces a deployment (or a test run) inside a shared Redis.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Keyspace:
+    prefix: str = ""
+
+    @staticmethod
+    def user_tag(user_id: str) -> str:
+        return "{u:" + user_id + "}"
+
+    # -- rate limiting (the seed's ``rate_limit:*`` prefix) ------------------------------------
+    def rate_limit(self, user_id: str) -> str:
+        return f"{self.prefix}rate_limit:{self.user_tag(user_id)}"
+
+    def rate_limit_org(self, org_id: str) -> str:
+        return f"{self.prefix}rate_limit:{{o:{org_id}}}"
+
+    # -- sessions --------------------------------------------------------------------------------
+    def session_turns(self, user_id: str, session_id: str) -> str:
+        """List of JSON-encoded turns, oldest first, capped by count and bytes."""
+        return f"{self.prefix}session:{self.user_tag(user_id)}:{session_id}"
+
+    def session_meta(self, user_id: str, session_id: str) -> str:
+        """Hash: created_at, last_activity, turns, bytes, org_id, title, version, state, spilled."""
+        return f"{self.prefix}session_meta:{self.user_tag(user_id)}:{session_id}"
+
+    def session_index(self, user_id: str) -> str:
+        """Sorted set of the user's session ids scored by last activity."""
+        return f"{self.prefix}sessions:{self.user_tag(user_id)}"
+
+    def session_spill(self, user_id: str, session_id: str) -> str:
+        """Turns trimmed from the capped history, kept until the archiver has stored them."""
+        return f"{self.prefix}session_spill:{self.user_tag(user_id)}:{session_id}"
+
+    def session_archive(self, user_id: str) -> str:
+        """Hash session_id -> JSON pointer to the archived object (key, counts, times)."""
+        return f"{self.prefix}session_archive:{self.user_tag(user_id)}"
+
+    def session_deleted(self, user_id: str, session_id: str) -> str:
+        """Tombstone after DELETE, so an archiver already working on the session drops its object."""
+        return f"{self.prefix}session_deleted:{self.user_tag(user_id)}:{session_id}"
+
+    def sweeper_lock(self) -> str:
+        """Held by the one archiver instance sweeping idle sessions at a time."""
+        return f"{self.prefix}sweeper:lock"
+
+    def session_activity(self) -> str:
+        """Global sorted set ``<user_id>/<session_id>`` -> last activity, read by the idle sweeper."""
+        return f"{self.prefix}sessions:activity"
+
+    # -- requests and tokens ---------------------------------------------------------------------
+    def cancelled(self, request_id: str) -> str:
+        """Marker for a cancelled request, so a worker that picks it up later skips it."""
+        return f"{self.prefix}cancelled:{request_id}"
+
+    def revoked_jti(self, user_id: str, jti: str) -> str:
+        """Denylisted access token; under the user's hash tag so the gateway's admission script
+        checks it, the disabled flag and the rate limit in one round trip."""
+        return f"{self.prefix}revoked_jti:{self.user_tag(user_id)}:{jti}"
+
+    def disabled_user(self, user_id: str) -> str:
+        return f"{self.prefix}disabled_user:{self.user_tag(user_id)}"
+
+    def models_available(self) -> str:
+        """Sorted set model name -> last time a worker saw a healthy node serving it."""
+        return f"{self.prefix}models:available"
+
+    def job(self, user_id: str, job_id: str) -> str:
+        """Hash of an async job: status, response, usage, timestamps (expires)."""
+        return f"{self.prefix}job:{self.user_tag(user_id)}:{job_id}"
+
+    def pattern(self) -> str:
+        """Glob matching every key of this namespace (for tests and tooling)."""
+        return f"{self.prefix}*"
+
+    # -- auth service: users, uniqueness claims, refresh tokens, login failures --------------------
+    def auth_user(self, user_id: str) -> str:
+        """Hash: the user record (username, email, organization, role, password_hash, disabled ...)."""
+        return f"{self.prefix}auth:user:{self.user_tag(user_id)}"
+
+    def auth_username(self, username_lower: str) -> str:
+        """String -> user_id; claimed with SET NX so a username is taken once (case-insensitive)."""
+        return f"{self.prefix}auth:username:{username_lower}"
+
+    def auth_email(self, email_lower: str) -> str:
+        """String -> user_id; claimed with SET NX so an email address is registered once."""
+        return f"{self.prefix}auth:email:{email_lower}"
+
+    def auth_user_index(self) -> str:
+        """Sorted set (all scores 0) of ``<created_ms:015d>:<user_id>``, paged by lex range."""
+        return f"{self.prefix}auth:users"
+
+    def refresh_family(self, user_id: str, family_id: str) -> str:
+        """Hash of one refresh-token family (one login): current token hash and used hashes."""
+        return f"{self.prefix}auth:refresh:{self.user_tag(user_id)}:{family_id}"
+
+    def refresh_families(self, user_id: str) -> str:
+        """Set of the user's refresh family ids, so all can be revoked at once."""
+        return f"{self.prefix}auth:refresh_families:{self.user_tag(user_id)}"
+
+    def login_failures_user(self, username_lower: str) -> str:
+        """Counter of failed logins for a username within the failure window."""
+        return f"{self.prefix}auth:login_failures:user:{username_lower}"
+
+    def login_failures_ip(self, client_ip: str) -> str:
+        """Counter of failed logins from one client address within the failure window."""
+        return f"{self.prefix}auth:login_failures:ip:{client_ip}"

@@ -1,0 +1,368 @@
+"""Session state in Redis: capped turn history, metadata, per-user index, archive pointers.
+
+All keys of one session share the user's hash tag, so every script here runs in one Cluster
+slot; only the global activity index (read by the idle sweeper) is updated separately.
+
+Nothing is lost to the cap: turns trimmed from the history move to a spill list that the
+archiver stores and then clears.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Literal
+
+import msgspec
+
+from common.keyspace import Keyspace
+from common.redis import RedisClient
+
+SessionState = Literal["active", "ended", "archived"]
+
+
+class Turn(msgspec.Struct, kw_only=True, omit_defaults=True):
+    role: str
+    content: str
+    created_at: float
+    model: str | None = None
+    usage: dict[str, int] | None = None
+    request_id: str | None = None
+    finish_reason: str | None = None
+
+
+class SessionMeta(msgspec.Struct, kw_only=True):
+    session_id: str
+    user_id: str
+    org_id: str
+    title: str
+    turns: int
+    created_at: float
+    last_activity: float
+    version: int
+    state: SessionState = "active"
+    spilled: int = 0
+    last_request_id: str = ""
+
+
+class ArchivePointer(msgspec.Struct, kw_only=True):
+    """Where an archived session lives, kept in Redis so listing needs no S3 call."""
+
+    key: str
+    org_id: str
+    title: str
+    turns: int
+    created_at: float
+    last_activity: float
+    archived_at: float
+    version: int
+
+
+class Snapshot(msgspec.Struct, kw_only=True):
+    meta: SessionMeta
+    spilled: list[Turn]
+    turns: list[Turn]
+
+
+class AppendResult(msgspec.Struct):
+    version: int
+    spilled: int
+
+
+_encoder = msgspec.json.Encoder()
+_turn_decoder = msgspec.json.Decoder(Turn)
+_pointer_decoder = msgspec.json.Decoder(ArchivePointer)
+
+# KEYS: turns, meta, index, spill, tombstone.
+# ARGV: now, max_turns, max_bytes, org_id, title, sid, request id, turns...
+_APPEND = """
+local turns_key, meta_key, index_key, spill_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local now, max_turns, max_bytes = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+redis.call('DEL', KEYS[5])
+local added = 0
+for i = 8, #ARGV do
+  redis.call('RPUSH', turns_key, ARGV[i])
+  added = added + #ARGV[i]
+end
+local bytes = redis.call('HINCRBY', meta_key, 'bytes', added)
+local length = redis.call('LLEN', turns_key)
+local spilled = 0
+while length > 1 and (length > max_turns or bytes > max_bytes) do
+  local dropped = redis.call('LPOP', turns_key)
+  redis.call('RPUSH', spill_key, dropped)
+  bytes = redis.call('HINCRBY', meta_key, 'bytes', -#dropped)
+  length = length - 1
+  spilled = spilled + 1
+end
+redis.call('HSETNX', meta_key, 'created_at', now)
+redis.call('HSETNX', meta_key, 'org_id', ARGV[4])
+redis.call('HSETNX', meta_key, 'title', ARGV[5])
+redis.call('HSET', meta_key, 'last_activity', now, 'turns', length, 'state', 'active')
+redis.call('HSET', meta_key, 'last_request_id', ARGV[7])
+local version = redis.call('HINCRBY', meta_key, 'version', 1)
+redis.call('ZADD', index_key, now, ARGV[6])
+return {version, redis.call('LLEN', spill_key)}
+"""
+
+# KEYS: meta. ARGV: idle cutoff (or '' for "now, whatever the activity"). Returns {version, org} or nil.
+_END = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state then return nil end
+if ARGV[1] ~= '' then
+  if state ~= 'active' then return nil end
+  local last = tonumber(redis.call('HGET', KEYS[1], 'last_activity') or '0')
+  if last > tonumber(ARGV[1]) then return nil end
+end
+redis.call('HSET', KEYS[1], 'state', 'ended')
+local fields = redis.call('HMGET', KEYS[1], 'version', 'org_id', 'last_request_id')
+return {fields[1], fields[2] or '', fields[3] or ''}
+"""
+
+# KEYS: turns, meta, spill, archive hash.
+# ARGV: sid, version, spilled count archived, pointer json, remove (1/0).
+# Returns 1 when the session left Redis, 0 when it changed meanwhile (it stays, active, for later).
+_FINISH_ARCHIVE = """
+redis.call('LTRIM', KEYS[3], tonumber(ARGV[3]), -1)
+redis.call('HSET', KEYS[4], ARGV[1], ARGV[4])
+local version = redis.call('HGET', KEYS[2], 'version')
+if ARGV[5] == '1' and version == ARGV[2] and redis.call('LLEN', KEYS[3]) == 0 then
+  redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+  return 1
+end
+if version and version ~= ARGV[2] then redis.call('HSET', KEYS[2], 'state', 'active') end
+return 0
+"""
+
+# KEYS: turns, meta, spill, archive hash, index, tombstone. ARGV: sid, tombstone ttl.
+_DELETE = """
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+redis.call('HDEL', KEYS[4], ARGV[1])
+redis.call('ZREM', KEYS[5], ARGV[1])
+redis.call('SET', KEYS[6], '1', 'EX', tonumber(ARGV[2]))
+return 1
+"""
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _meta(user_id: str, session_id: str, raw: dict[Any, Any]) -> SessionMeta | None:
+    fields = {_text(k): _text(v) for k, v in raw.items()}
+    if "created_at" not in fields:
+        return None
+    state = fields.get("state", "active")
+    return SessionMeta(
+        session_id=session_id,
+        user_id=user_id,
+        org_id=fields.get("org_id", ""),
+        title=fields.get("title", ""),
+        turns=int(fields.get("turns", "0")),
+        created_at=float(fields["created_at"]),
+        last_activity=float(fields.get("last_activity", fields["created_at"])),
+        version=int(fields.get("version", "0")),
+        state="ended" if state == "ended" else "active",
+        last_request_id=fields.get("last_request_id", ""),
+    )
+
+
+class SessionStore:
+    """Reads and changes session state; every multi-key change is one atomic script."""
+
+    def __init__(
+        self,
+        redis: RedisClient,
+        keyspace: Keyspace,
+        *,
+        max_turns: int = 200,
+        max_bytes: int = 512 * 1024,
+        title_chars: int = 80,
+        tombstone_ttl: int = 86_400,
+    ) -> None:
+        self._redis = redis
+        self._keys = keyspace
+        self._max_turns = max_turns
+        self._max_bytes = max_bytes
+        self._title_chars = title_chars
+        self._tombstone_ttl = tombstone_ttl
+        self._append = redis.register_script(_APPEND)
+        self._end = redis.register_script(_END)
+        self._finish = redis.register_script(_FINISH_ARCHIVE)
+        self._delete = redis.register_script(_DELETE)
+
+    # -- reading ---------------------------------------------------------------------------------
+    async def recent_turns(self, user_id: str, session_id: str, window: int) -> list[Turn]:
+        """The last ``window`` turns of the session, oldest first (empty for a new session)."""
+        if window <= 0:
+            return []
+        raw = await self._redis.lrange(self._keys.session_turns(user_id, session_id), -window, -1)
+        return [_turn_decoder.decode(item) for item in raw]
+
+    @staticmethod
+    def decode_turns(raw: list[bytes]) -> list[Turn]:
+        """Decode an LRANGE of a turns list read by a caller's own pipeline."""
+        return [_turn_decoder.decode(item) for item in raw]
+
+    async def all_turns(self, user_id: str, session_id: str) -> list[Turn]:
+        """Every turn still in Redis, spilled ones included, oldest first."""
+        snapshot = await self.snapshot(user_id, session_id)
+        return [] if snapshot is None else [*snapshot.spilled, *snapshot.turns]
+
+    async def meta(self, user_id: str, session_id: str) -> SessionMeta | None:
+        return _meta(
+            user_id, session_id, await self._redis.hgetall(self._keys.session_meta(user_id, session_id))
+        )
+
+    async def snapshot(self, user_id: str, session_id: str) -> Snapshot | None:
+        """Meta, spill and turns read atomically (one MULTI on one slot)."""
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hgetall(self._keys.session_meta(user_id, session_id))
+            pipe.lrange(self._keys.session_spill(user_id, session_id), 0, -1)
+            pipe.lrange(self._keys.session_turns(user_id, session_id), 0, -1)
+            raw_meta, raw_spill, raw_turns = await pipe.execute()
+        meta = _meta(user_id, session_id, raw_meta)
+        if meta is None:
+            return None
+        meta.spilled = len(raw_spill)
+        return Snapshot(
+            meta=meta,
+            spilled=[_turn_decoder.decode(t) for t in raw_spill],
+            turns=[_turn_decoder.decode(t) for t in raw_turns],
+        )
+
+    async def pointer(self, user_id: str, session_id: str) -> ArchivePointer | None:
+        raw = await self._redis.hget(self._keys.session_archive(user_id), session_id)
+        return None if raw is None else _pointer_decoder.decode(raw)
+
+    async def mark_deleted(self, user_id: str, session_id: str, *, deleted: bool = True) -> None:
+        """Set (or clear) the tombstone that stops an archiver from storing this session."""
+        key = self._keys.session_deleted(user_id, session_id)
+        if deleted:
+            await self._redis.set(key, "1", ex=self._tombstone_ttl)
+        else:
+            await self._redis.delete(key)
+
+    async def deleted(self, user_id: str, session_id: str) -> bool:
+        return bool(await self._redis.exists(self._keys.session_deleted(user_id, session_id)))
+
+    # -- changing --------------------------------------------------------------------------------
+    async def append(self, user_id: str, org_id: str, session_id: str, turns: list[Turn]) -> AppendResult:
+        """Append turns and touch the session; turns over the cap move to the spill list."""
+        now = time.time()
+        title = next((t.content for t in turns if t.role == "user"), "")[: self._title_chars]
+        args: list[Any] = [
+            repr(now),
+            self._max_turns,
+            self._max_bytes,
+            org_id,
+            title,
+            session_id,
+            next((t.request_id for t in turns if t.request_id), ""),
+            *(_encoder.encode(t) for t in turns),
+        ]
+        keys = [
+            self._keys.session_turns(user_id, session_id),
+            self._keys.session_meta(user_id, session_id),
+            self._keys.session_index(user_id),
+            self._keys.session_spill(user_id, session_id),
+            self._keys.session_deleted(user_id, session_id),
+        ]
+        version, spilled = await self._append(keys=keys, args=args)
+        await self._redis.zadd(self._keys.session_activity(), {f"{user_id}/{session_id}": now})
+        return AppendResult(int(version), int(spilled))
+
+    async def end(
+        self, user_id: str, session_id: str, *, idle_cutoff: float | None = None
+    ) -> tuple[int, str, str] | None:
+        """Mark the session ended; with ``idle_cutoff`` only an active one idle since then.
+
+        Returns (version, org_id, last request id) when this call ended it, so exactly one caller
+        announces it (and the announcement carries the last chat's id, for tracing).
+        """
+        result = await self._end(
+            keys=[self._keys.session_meta(user_id, session_id)],
+            args=["" if idle_cutoff is None else repr(idle_cutoff)],
+        )
+        if result is None:
+            return None
+        return int(result[0]), _text(result[1]), _text(result[2])
+
+    async def finish_archive(self, snapshot: Snapshot, pointer: ArchivePointer, *, remove: bool) -> bool:
+        """After the object is stored and verified: clear the archived spill, record the pointer,
+        and remove the session if it did not change meanwhile. Returns True when it was removed."""
+        meta = snapshot.meta
+        keys = [
+            self._keys.session_turns(meta.user_id, meta.session_id),
+            self._keys.session_meta(meta.user_id, meta.session_id),
+            self._keys.session_spill(meta.user_id, meta.session_id),
+            self._keys.session_archive(meta.user_id),
+        ]
+        args: list[str | int | bytes] = [
+            meta.session_id,
+            str(meta.version),
+            len(snapshot.spilled),
+            _encoder.encode(pointer),
+            "1" if remove else "0",
+        ]
+        removed = bool(await self._finish(keys=keys, args=args))
+        if removed:
+            await self._redis.zrem(self._keys.session_activity(), f"{meta.user_id}/{meta.session_id}")
+        return removed
+
+    async def delete(self, user_id: str, session_id: str) -> None:
+        """Erase the session from Redis (the caller removes its archived object first)."""
+        await self._delete(
+            keys=[
+                self._keys.session_turns(user_id, session_id),
+                self._keys.session_meta(user_id, session_id),
+                self._keys.session_spill(user_id, session_id),
+                self._keys.session_archive(user_id),
+                self._keys.session_index(user_id),
+                self._keys.session_deleted(user_id, session_id),
+            ],
+            args=[session_id, self._tombstone_ttl],
+        )
+        await self._redis.zrem(self._keys.session_activity(), f"{user_id}/{session_id}")
+
+    async def page(
+        self, user_id: str, *, offset: int, limit: int
+    ) -> tuple[list[tuple[str, SessionMeta | ArchivePointer]], int | None]:
+        """The user's sessions, most recently active first; with the next offset or None."""
+        ids = await self._redis.zrevrange(self._keys.session_index(user_id), offset, offset + limit)
+        page = [_text(i) for i in ids[:limit]]
+        if not page:
+            return [], None
+        # One round trip for the whole page: every key shares the user's hash tag (one slot).
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for session_id in page:
+                pipe.hgetall(self._keys.session_meta(user_id, session_id))
+                pipe.llen(self._keys.session_spill(user_id, session_id))
+            pipe.hmget(self._keys.session_archive(user_id), page)
+            results = await pipe.execute()
+        pointers = results[-1]
+        found: list[tuple[str, SessionMeta | ArchivePointer]] = []
+        for i, session_id in enumerate(page):
+            meta = _meta(user_id, session_id, results[2 * i])
+            if meta is not None:
+                meta.spilled = int(results[2 * i + 1])
+                found.append((session_id, meta))
+            elif pointers[i] is not None:
+                found.append((session_id, _pointer_decoder.decode(pointers[i])))
+        return found, (offset + limit if len(ids) > limit else None)
+
+    async def idle(self, cutoff: float, limit: int) -> list[tuple[str, str]]:
+        """(user_id, session_id) of sessions whose last activity is at or before ``cutoff``."""
+        raw = await self._redis.zrangebyscore(
+            self._keys.session_activity(), "-inf", cutoff, start=0, num=limit
+        )
+        pairs = []
+        for item in raw:
+            user_id, _, session_id = _text(item).partition("/")
+            pairs.append((user_id, session_id))
+        return pairs
+
+    async def forget_activity(self, user_id: str, session_id: str) -> None:
+        await self._redis.zrem(self._keys.session_activity(), f"{user_id}/{session_id}")
+
+    async def active_count(self) -> int:
+        """Sessions in Redis (active or ended, not yet archived): the seed's active sessions gauge."""
+        return int(await self._redis.zcard(self._keys.session_activity()))

@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# Day-2 operations on the compose deployment; the Makefile's down/ps/logs/scale/backup targets.
+#
+#   compose/manage.sh down                      stop and remove the containers (volumes are kept)
+#   compose/manage.sh ps                        list the services and their health
+#   compose/manage.sh logs [service]            follow the logs (all services, or one)
+#   compose/manage.sh scale [workers] [gateways]
+#                                               run that many inference workers; run gateway-1..N
+#                                               (N <= 3: HAProxy's configuration names three)
+#   compose/manage.sh backup [dir]              Redis RDB snapshots of every node, the MinIO archive
+#                                               bucket (mc mirror) and the RabbitMQ definitions,
+#                                               into dir (default backups/<UTC time>/, mode 700)
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+COMPOSE_FILE="$ROOT/compose/docker-compose.production.yml"
+ENV_FILE="$ROOT/compose/env.enterprise"
+GATEWAY_SLOTS=3
+
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+compose() {
+  [[ -f "$ENV_FILE" ]] || die "$ENV_FILE is missing: deploy first (make deploy)"
+  if docker compose version >/dev/null 2>&1; then
+    docker compose -f "$COMPOSE_FILE" --env-file "$ENV_FILE" "$@"
+  elif command -v docker-compose >/dev/null 2>&1; then
+    docker-compose -f "$COMPOSE_FILE" --env-file "$ENV_FILE" "$@"
+  else
+    die "Docker Compose is required (the docker compose plugin or docker-compose)"
+  fi
+}
+
+is_count() { [[ "$1" =~ ^[0-9]+$ ]]; }
+
+scale() {
+  local workers="${1:-}" gateways="${2:-}" i
+  [[ -n "$workers$gateways" ]] || die "usage: make scale WORKERS=n GATEWAYS=n (either or both)"
+  if [[ -n "$workers" ]]; then
+    is_count "$workers" || die "WORKERS must be a number, got '$workers'"
+    compose up -d --no-deps --no-recreate --scale "inference-worker=$workers" inference-worker
+  fi
+  if [[ -n "$gateways" ]]; then
+    is_count "$gateways" || die "GATEWAYS must be a number, got '$gateways'"
+    ((gateways >= 1 && gateways <= GATEWAY_SLOTS)) ||
+      die "GATEWAYS must be 1-$GATEWAY_SLOTS: haproxy/haproxy.cfg balances over gateway-1..$GATEWAY_SLOTS (add a service and a GATEWAYn server for more)"
+    for ((i = 1; i <= GATEWAY_SLOTS; i++)); do
+      if ((i <= gateways)); then
+        compose up -d --no-deps "gateway-$i"
+      else
+        compose stop "gateway-$i"
+      fi
+    done
+  fi
+  compose ps
+}
+
+backup() {
+  local dir="${1:-$ROOT/backups/$(date -u +%Y%m%dT%H%M%SZ)}" n before
+  umask 077
+  mkdir -p "$dir/minio"
+  # Backups hold chats and password hashes: never let them into git.
+  [[ -f "$ROOT/backups/.gitignore" ]] || { mkdir -p "$ROOT/backups" && printf '*\n' >"$ROOT/backups/.gitignore"; }
+  echo "==> backing up into $dir"
+  for n in 1 2 3 4 5 6; do
+    before="$(compose exec -T "redis-$n" redis-cli LASTSAVE | tr -d '\r')"
+    compose exec -T "redis-$n" redis-cli BGSAVE SCHEDULE >/dev/null
+    for _ in $(seq 120); do
+      [[ "$(compose exec -T "redis-$n" redis-cli LASTSAVE | tr -d '\r')" != "$before" ]] && break
+      sleep 1
+    done
+    compose cp "redis-$n:/data/dump.rdb" "$dir/redis-$n.rdb"
+  done
+  # shellcheck disable=SC2016  # expanded by the container's shell, from its own environment
+  compose run --rm --no-deps -v "$dir/minio:/backup" minio-init \
+    'mc alias set local http://minio:9000 "$MINIO_ROOT_USER" "$MINIO_ROOT_PASSWORD" >/dev/null &&
+     mc mirror --overwrite "local/$S3_BUCKET" "/backup/$S3_BUCKET"'
+  compose exec -T rabbitmq rabbitmqctl export_definitions - >"$dir/rabbitmq-definitions.json"
+  echo "==> backup complete: $dir"
+}
+
+case "${1:-}" in
+  down) compose down ;;
+  ps) compose ps ;;
+  logs) shift; compose logs -f --tail=200 "$@" ;;
+  scale) scale "${2:-}" "${3:-}" ;;
+  backup) backup "${2:-}" ;;
+  *) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+esac

@@ -1,0 +1,1 @@
+"""``make run``: the whole system natively on one machine, supervised, no Docker."""

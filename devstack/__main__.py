@@ -1,0 +1,267 @@
+"""``python -m devstack`` (``make run``): start the whole system locally and supervise it.
+
+Starts, against the local RabbitMQ (management UI enabled) and Redis: a local S3 server (moto) on
+9000, the Ollama simulator on 11435 (unless a real Ollama answers at ``OLLAMA_URLS``), the auth
+service on 8001, three gateways on 8101-8103, two inference workers (health on 8201, 8202), the
+archiver (8301), HAProxy (8080, TLS 8443, stats 8404) and Prometheus (9090). Signing keys and a
+self-signed certificate are generated under ``.run/`` and ``haproxy/ssl/`` on first use.
+Ctrl-C stops everything it started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import sys
+from pathlib import Path
+
+import aiohttp
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from devstack.supervisor import ProcessSpec, Supervisor
+
+ROOT = Path(__file__).resolve().parents[1]
+RUN_DIR = ROOT / ".run"
+GATEWAY_PORTS = (8101, 8102, 8103)
+WORKER_PORTS = (8201, 8202)
+AUTH_PORT = 8001
+SIMULATOR_PORT = 11435
+S3_PORT = 9000
+ARCHIVER_PORT = 8301
+HAPROXY_PORT, HAPROXY_TLS_PORT, HAPROXY_STATS_PORT = 8080, 8443, 8404
+PROMETHEUS_PORT = 9090
+S3_ENV = {
+    "S3_ENDPOINT_URL": f"http://127.0.0.1:{S3_PORT}",
+    "S3_ACCESS_KEY_ID": "local-dev",
+    "S3_SECRET_ACCESS_KEY": "local-dev",
+}
+
+
+def ensure_signing_key(directory: Path) -> tuple[Path, Path]:
+    """An Ed25519 key pair for the auth service, generated once and kept private (0600)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    private_path, public_path = directory / "signing.pem", directory / "signing.pub.pem"
+    if not private_path.exists():
+        key = ed25519.Ed25519PrivateKey.generate()
+        fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(
+                key.private_bytes(
+                    serialization.Encoding.PEM,
+                    serialization.PrivateFormat.PKCS8,
+                    serialization.NoEncryption(),
+                )
+            )
+        public_path.write_bytes(
+            key.public_key().public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+        )
+    return private_path, public_path
+
+
+def ensure_certificate(directory: Path) -> Path:
+    """A self-signed certificate for HAProxy's TLS port (cert and key in one PEM, private)."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    directory.mkdir(parents=True, exist_ok=True)
+    if any(directory.glob("*.pem")):
+        return directory
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=365))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    pem = cert.public_bytes(serialization.Encoding.PEM) + key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    fd = os.open(directory / "local.pem", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(pem)
+    return directory
+
+
+async def enable_rabbitmq_management() -> None:
+    """The management UI on 15672 (backlog inspection); idempotent, works offline."""
+    if shutil.which("rabbitmq-plugins") is None:
+        return
+    process = await asyncio.create_subprocess_exec(
+        "rabbitmq-plugins", "enable", "--quiet", "rabbitmq_management",
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    await process.wait()
+
+
+async def answering_ollama(urls: list[str]) -> list[str]:
+    live: list[str] = []
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
+        for url in urls:
+            with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                async with session.get(f"{url.rstrip('/')}/api/version") as response:
+                    if response.status == 200:
+                        live.append(url.rstrip("/"))
+    return live
+
+
+def banner(ollama: str, simulated: bool) -> str:
+    base = f"http://localhost:{HAPROXY_PORT}"
+    return f"""
+Enterprise chat is running.
+  chat API (HAProxy)  {base}   (TLS https://localhost:{HAPROXY_TLS_PORT}, self-signed)
+  auth                http://localhost:{AUTH_PORT}   (also routed through {base})
+  gateways            {", ".join(f"http://localhost:{p}" for p in GATEWAY_PORTS)}
+  HAProxy stats       http://localhost:{HAPROXY_STATS_PORT}/stats
+  RabbitMQ UI         http://localhost:15672 (guest/guest, local only)
+  Prometheus          http://localhost:{PROMETHEUS_PORT}
+  S3 (local, moto)    http://localhost:{S3_PORT}   bucket enterprise-chat-archive
+  model backend       {ollama}{" (simulator: no Ollama answered)" if simulated else ""}
+  logs                {RUN_DIR / "logs"}
+
+Try it (paste):
+  curl -s {base}/register -H 'content-type: application/json' \\
+  -d '{{"username":"testuser","password":"testpass123","email":"test@company.com","organization":"TestOrg"}}'
+  TOKEN=$(curl -s {base}/login -H 'content-type: application/json' \\
+    -d '{{"username":"testuser","password":"testpass123"}}' \\
+    | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
+  curl -N {base}/chat -H "Authorization: Bearer $TOKEN" -H 'content-type: application/json' \\
+    -d '{{"session_id":"session123","prompt":"שלום, מה שלומך?"}}'
+
+Ctrl-C stops everything.
+"""
+
+
+async def main() -> None:
+    python = sys.executable
+    private_key, public_key = ensure_signing_key(RUN_DIR / "keys")
+    requested = [u for u in os.environ.get("OLLAMA_URLS", "http://127.0.0.1:11434").split(",") if u.strip()]
+    common = {"ENVIRONMENT": os.environ.get("ENVIRONMENT", "development"), "PYTHONUNBUFFERED": "1", **S3_ENV}
+    ssl_dir = ensure_certificate(ROOT / "haproxy" / "ssl")
+    await enable_rabbitmq_management()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with Supervisor(RUN_DIR / "logs", ROOT) as supervisor:
+        await supervisor.start(
+            ProcessSpec(
+                "s3",
+                (python, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(S3_PORT)),
+                common,
+                f"http://127.0.0.1:{S3_PORT}/",
+            )
+        )
+        live = await answering_ollama(requested)
+        simulated = not live
+        if simulated:
+            await supervisor.start(
+                ProcessSpec(
+                    "simulator",
+                    (python, "-m", "inference_worker.simulator", "--port", str(SIMULATOR_PORT)),
+                    common,
+                    f"http://127.0.0.1:{SIMULATOR_PORT}/api/version",
+                )
+            )
+            live = [f"http://127.0.0.1:{SIMULATOR_PORT}"]
+        ollama_urls = ",".join(live)
+        print("starting auth, gateways and workers ...", flush=True)
+        await supervisor.start(
+            ProcessSpec(
+                "auth",
+                (python, "-m", "auth"),
+                {
+                    **common,
+                    "AUTH_PORT": str(AUTH_PORT),
+                    "AUTH_HOST": "127.0.0.1",
+                    "AUTH_SIGNING_KEY_FILE": str(private_key),
+                },
+                f"http://127.0.0.1:{AUTH_PORT}/ready",
+            )
+        )
+        starts = [
+            supervisor.start(
+                ProcessSpec(
+                    f"worker-{i + 1}",
+                    (python, "-m", "inference_worker"),
+                    {**common, "OLLAMA_URLS": ollama_urls, "WORKER_HTTP_PORT": str(port)},
+                    f"http://127.0.0.1:{port}/ready",
+                )
+            )
+            for i, port in enumerate(WORKER_PORTS)
+        ] + [
+            supervisor.start(
+                ProcessSpec(
+                    f"gateway-{i + 1}",
+                    (python, "-m", "gateway"),
+                    {
+                        **common,
+                        "GATEWAY_PORT": str(port),
+                        "INSTANCE_ID": f"gateway-{i + 1}",
+                        "JWT_PUBLIC_KEY_FILE": str(public_key),
+                    },
+                    f"http://127.0.0.1:{port}/ready",
+                )
+            )
+            for i, port in enumerate(GATEWAY_PORTS)
+        ]
+        starts.append(
+            supervisor.start(
+                ProcessSpec(
+                    "archiver",
+                    (python, "-m", "archiver"),
+                    {**common, "ARCHIVER_HTTP_PORT": str(ARCHIVER_PORT)},
+                    f"http://127.0.0.1:{ARCHIVER_PORT}/ready",
+                )
+            )
+        )
+        await asyncio.gather(*starts)
+        haproxy = shutil.which("haproxy") or "/usr/sbin/haproxy"
+        await supervisor.start(
+            ProcessSpec(
+                "haproxy",
+                (haproxy, "-db", "-f", str(ROOT / "haproxy" / "haproxy.cfg")),
+                {"SSL_DIR": str(ssl_dir), "CHECK_INTER": "1s"},
+                f"http://127.0.0.1:{HAPROXY_PORT}/ready",
+            )
+        )
+        prometheus = shutil.which("prometheus")
+        if prometheus:
+            await supervisor.start(
+                ProcessSpec(
+                    "prometheus",
+                    (
+                        prometheus,
+                        f"--config.file={ROOT / 'monitoring' / 'prometheus.yml'}",
+                        f"--storage.tsdb.path={RUN_DIR / 'prometheus'}",
+                        f"--web.listen-address=127.0.0.1:{PROMETHEUS_PORT}",
+                    ),
+                    {},
+                    f"http://127.0.0.1:{PROMETHEUS_PORT}/-/ready",
+                )
+            )
+        print(banner(ollama_urls, simulated), flush=True)
+        await stop.wait()
+        print("\nstopping ...", flush=True)
+    print("stopped; nothing left running.")
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(main())

@@ -1,0 +1,1 @@
+"""The HTTP gateway: authenticates, validates and relays chats between clients and the broker."""

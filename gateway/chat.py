@@ -1,0 +1,91 @@
+"""``POST /chat``: the native API. Validates, then relays as SSE events or one JSON body."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+from broker.messages import ChatDone, ChatRequest
+from common.http import json_response, read_json
+from gateway.jobs import job_request, submit_job
+from gateway.state import STATE_KEY, principal_of, request_id_of
+from gateway.streaming import Answer, relay
+from gateway.validation import ChatBody, check_model, check_prompt, check_session_id
+
+_encoder = msgspec.json.Encoder()
+
+
+def _sse(event: str, data: dict[str, Any]) -> bytes:
+    return b"event: " + event.encode() + b"\ndata: " + _encoder.encode(data) + b"\n\n"
+
+
+def done_payload(done: ChatDone) -> dict[str, Any]:
+    return {
+        "session_id": done.session_id,
+        "model": done.model,
+        "request_id": done.request_id,
+        "done_reason": done.done_reason,
+        "usage": {
+            "prompt_tokens": done.usage.prompt_tokens,
+            "completion_tokens": done.usage.completion_tokens,
+            "total_tokens": done.usage.prompt_tokens + done.usage.completion_tokens,
+            "total_duration_ms": round(done.usage.total_duration_ns / 1e6, 3),
+            "eval_duration_ms": round(done.usage.eval_duration_ns / 1e6, 3),
+        },
+    }
+
+
+class NativeSse:
+    """``event: token`` / ``event: done`` / ``event: error`` with ``: keep-alive`` heartbeats."""
+
+    heartbeat = b": keep-alive\n\n"
+
+    def headers(self) -> dict[str, str]:
+        return {
+            "Content-Type": "text/event-stream; charset=utf-8",
+            "Cache-Control": "no-cache, no-store",
+            "X-Accel-Buffering": "no",
+        }
+
+    def token(self, content: str, seq: int) -> bytes:
+        return _sse("token", {"content": content, "seq": seq})
+
+    def done(self, done: ChatDone, text: str) -> bytes:
+        return _sse("done", done_payload(done))
+
+    def error(self, code: str, message: str) -> bytes:
+        return _sse("error", {"error": code, "message": message})
+
+
+async def chat(request: web.Request) -> web.StreamResponse:
+    state = request.app[STATE_KEY]
+    principal = principal_of(request)
+    s = state.settings
+    body = await read_json(request, ChatBody)
+    session_id = check_session_id(body.session_id)
+    prompt = check_prompt(body.prompt, max_chars=s.prompt_max_chars)
+    model = check_model(body.model, default=s.default_model, allowed=await state.models())
+    if body.run_async:
+        job = job_request(
+            state, principal, request_id_of(request), prompt=prompt, model=model, session_id=session_id
+        )
+        return await submit_job(state, request, job)
+    now = time.time()
+    chat_request = ChatRequest(
+        request_id=request_id_of(request),
+        user_id=principal.user_id,
+        org_id=principal.org_id,
+        session_id=session_id,
+        prompt=prompt,
+        model=model,
+        stream=body.stream,
+        deadline=now + s.chat_deadline,
+        created_at=now,
+    )
+    result = await relay(state, request, chat_request, NativeSse() if body.stream else None)
+    if isinstance(result, Answer):
+        return json_response({**done_payload(result.done), "response": result.text})
+    return result

@@ -1,0 +1,157 @@
+"""Async jobs: ``POST /jobs`` (or ``POST /chat`` with ``"async": true``) answers 202 at once;
+the same workers produce the answer into a Redis record that ``GET /jobs/{id}`` reads.
+``DELETE /jobs/{id}`` cancels. Internal systems can submit the same ChatRequest with a
+``job_id`` and no ``reply_to`` straight to the request queue.
+"""
+
+from __future__ import annotations
+
+import time
+
+from aiohttp import web
+
+from broker.messages import Cancel, ChatMessage, ChatRequest
+from common.http import ApiError, json_response, read_json
+from common.jobs import TERMINAL, Job
+from gateway.publisher import NotQueued
+from gateway.state import STATE_KEY, GatewayState, principal_of, request_id_of
+from gateway.streaming import not_queued_error
+from gateway.tokens import Principal
+from gateway.validation import JobBody, check_model, check_prompt, check_session_id, sanitize_prompt
+
+JOB_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._:-")
+
+
+def _job_payload(job: Job) -> dict[str, object]:
+    payload: dict[str, object] = {
+        "job_id": job.job_id,
+        "status": job.status,
+        "model": job.model,
+        "session_id": job.session_id,
+        "created_at": job.created_at,
+        "updated_at": job.updated_at,
+    }
+    if job.response is not None:
+        payload["response"] = job.response
+    if job.usage is not None:
+        payload["usage"] = job.usage
+    if job.error is not None:
+        payload["error"] = job.error
+        payload["message"] = job.message
+    return payload
+
+
+async def submit_job(state: GatewayState, request: web.Request, chat_request: ChatRequest) -> web.Response:
+    """Create the job record, queue the request (no reply queue), answer 202 with the status URL."""
+    assert chat_request.job_id is not None
+    job = await state.jobs.create(
+        chat_request.user_id,
+        chat_request.job_id,
+        model=chat_request.model,
+        session_id=chat_request.session_id,
+    )
+    try:
+        await state.publisher.publish_request(chat_request, None)
+    except NotQueued as exc:
+        await state.jobs.finish(chat_request.user_id, chat_request.job_id, "failed", error=exc.code)
+        raise not_queued_error(state, exc, "the job") from None
+    status_url = f"/jobs/{job.job_id}"
+    return json_response(
+        {"job_id": job.job_id, "status": job.status, "status_url": status_url},
+        status=202,
+        headers={"Location": status_url},
+    )
+
+
+def job_request(
+    state: GatewayState,
+    principal: Principal,
+    request_id: str,
+    *,
+    prompt: str,
+    model: str,
+    session_id: str | None,
+    messages: list[ChatMessage] | None = None,
+) -> ChatRequest:
+    now = time.time()
+    return ChatRequest(
+        request_id=request_id,
+        user_id=principal.user_id,
+        org_id=principal.org_id,
+        session_id=session_id,
+        prompt=prompt,
+        model=model,
+        stream=False,
+        deadline=now + state.settings.job_deadline,
+        created_at=now,
+        messages=messages,
+        use_history=messages is None,
+        record=session_id is not None,
+        job_id=request_id,
+    )
+
+
+async def create_job(request: web.Request) -> web.Response:
+    state = request.app[STATE_KEY]
+    s = state.settings
+    body = await read_json(request, JobBody)
+    session_id = check_session_id(body.session_id) if body.session_id is not None else None
+    model = check_model(body.model, default=s.default_model, allowed=await state.models())
+    messages = None
+    if body.messages:
+        messages = [ChatMessage(role=m.role, content=sanitize_prompt(m.content)) for m in body.messages]
+        prompt = next((m.content for m in reversed(messages) if m.role == "user"), "")
+        check_prompt(prompt, max_chars=s.prompt_max_chars)
+    elif body.prompt is not None:
+        prompt = check_prompt(body.prompt, max_chars=s.prompt_max_chars)
+    else:
+        raise ApiError(400, "invalid_request", "send a prompt or messages")
+    chat_request = job_request(
+        state,
+        principal_of(request),
+        request_id_of(request),
+        prompt=prompt,
+        model=model,
+        session_id=session_id,
+        messages=messages,
+    )
+    return await submit_job(state, request, chat_request)
+
+
+def _job_id(request: web.Request) -> str:
+    job_id = request.match_info["job_id"]
+    if not job_id or len(job_id) > 128 or not set(job_id) <= JOB_ID_CHARS:
+        raise ApiError(400, "invalid_job_id", "not a job id")
+    return job_id
+
+
+async def get_job(request: web.Request) -> web.Response:
+    state = request.app[STATE_KEY]
+    job = await state.jobs.get(principal_of(request).user_id, _job_id(request))
+    if job is None:
+        raise ApiError(404, "job_not_found", "no such job (or it expired)")
+    return json_response(_job_payload(job))
+
+
+async def cancel_job(request: web.Request) -> web.Response:
+    """Stop a queued or running job; its generation is aborted and the slot freed."""
+    state = request.app[STATE_KEY]
+    principal = principal_of(request)
+    job_id = _job_id(request)
+    job = await state.jobs.get(principal.user_id, job_id)
+    if job is None:
+        raise ApiError(404, "job_not_found", "no such job (or it expired)")
+    if job.status in TERMINAL:
+        raise ApiError(409, "job_finished", f"the job already ended ({job.status})")
+    await state.cancel(
+        Cancel(
+            request_id=job_id, user_id=principal.user_id, org_id=principal.org_id, reason="user_cancelled"
+        ),
+        time.time() + state.settings.job_deadline,
+    )
+    status = await state.jobs.finish(principal.user_id, job_id, "cancelled")
+    job = await state.jobs.get(principal.user_id, job_id)
+    assert job is not None
+    return json_response(
+        {**_job_payload(job), "status": status}, status=202 if status == "cancelled" else 200
+    )

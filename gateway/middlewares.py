@@ -1,0 +1,103 @@
+"""Gateway middlewares: request id (propagated to workers and logs) and bearer-token auth."""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+import structlog
+from aiohttp import web
+from aiohttp.typedefs import Handler
+from redis.exceptions import RedisError
+
+from common.http import ApiError
+from gateway.admission import DISABLED, LIMITED, REVOKED
+from gateway.state import PRINCIPAL_KEY, REQUEST_ID_KEY, STATE_KEY, VERDICT_KEY
+from gateway.tokens import InvalidToken
+
+REQUEST_ID_HEADER = "X-Request-ID"
+_VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{8,128}$")
+PUBLIC_PATHS = frozenset({"/health", "/ready", "/metrics"})
+# Requests that start a generation spend from the rate limit; the rest are only checked.
+LIMITED_ROUTES = frozenset({("POST", "/chat"), ("POST", "/v1/chat/completions"), ("POST", "/jobs")})
+
+
+@web.middleware
+async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Adopt a well-formed ``X-Request-ID`` (HAProxy sets one) or make one; echo it back."""
+    incoming = request.headers.get(REQUEST_ID_HEADER, "")
+    request_id = incoming if _VALID_REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
+    request[REQUEST_ID_KEY] = request_id
+    structlog.contextvars.bind_contextvars(request_id=request_id)
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        exc.headers[REQUEST_ID_HEADER] = request_id
+        raise
+    finally:
+        structlog.contextvars.unbind_contextvars("request_id")
+    if not response.prepared:
+        response.headers[REQUEST_ID_HEADER] = request_id
+    return response
+
+
+async def request_id_on_prepare(request: web.Request, response: web.StreamResponse) -> None:
+    if REQUEST_ID_KEY in request:
+        response.headers.setdefault(REQUEST_ID_HEADER, request[REQUEST_ID_KEY])
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Verify the bearer token locally (public key); no call to the auth service."""
+    if request.path in PUBLIC_PATHS:
+        return await handler(request)
+    state = request.app[STATE_KEY]
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    challenge = {"WWW-Authenticate": 'Bearer realm="chat"'}
+    if scheme.lower() != "bearer" or not token.strip():
+        state.metrics.auth_failures.labels("missing_token").inc()
+        raise ApiError(401, "missing_token", "send 'Authorization: Bearer <access token>'", headers=challenge)
+    try:
+        principal = await state.verifier.verify(token.strip())
+    except InvalidToken as exc:
+        state.metrics.auth_failures.labels(exc.code).inc()
+        raise ApiError(401, exc.code, exc.message, headers=challenge) from None
+    cost = 1 if (request.method, request.path) in LIMITED_ROUTES else 0
+    try:
+        verdict = await state.admission.admit(principal.user_id, principal.org_id, principal.jti, cost=cost)
+    except RedisError as exc:
+        raise ApiError(
+            503, "unavailable", "the service cannot check this request now", headers={"Retry-After": "1"}
+        ) from exc
+    if verdict.status == REVOKED:
+        state.metrics.auth_failures.labels("token_revoked").inc()
+        raise ApiError(401, "token_revoked", "this token has been revoked; log in again", headers=challenge)
+    if verdict.status == DISABLED:
+        state.metrics.auth_failures.labels("user_disabled").inc()
+        raise ApiError(403, "user_disabled", "this account is disabled")
+    if verdict.status == LIMITED:
+        state.metrics.rate_limited.labels(verdict.scope).inc()
+        raise ApiError(
+            429,
+            "rate_limited",
+            f"too many requests: the {verdict.scope} limit is {verdict.limit} "
+            f"per {state.settings.rate_limit_window:g} s",
+            headers=verdict.headers(),
+        )
+    if cost:
+        request[VERDICT_KEY] = verdict
+    request[PRINCIPAL_KEY] = principal
+    structlog.contextvars.bind_contextvars(user_id=principal.user_id)
+    try:
+        return await handler(request)
+    finally:
+        structlog.contextvars.unbind_contextvars("user_id")
+
+
+async def rate_limit_headers_on_prepare(request: web.Request, response: web.StreamResponse) -> None:
+    """RateLimit-* headers on every response that spent from the limit, streamed ones included."""
+    verdict = request.get(VERDICT_KEY)
+    if verdict is not None:
+        for name, value in verdict.headers().items():
+            response.headers.setdefault(name, value)

@@ -1,0 +1,158 @@
+"""The session API: only ever the caller's own sessions (another user's id is simply absent).
+
+``GET /sessions``, ``GET /sessions/{id}`` (Redis, merged with the archive once archived),
+``POST /sessions/{id}/end`` (finish now: the archiver stores it) and ``DELETE /sessions/{id}``
+(erased from Redis and from the archive).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+from aiohttp import web
+
+from broker.events import publish_session_event
+from broker.messages import SessionEvent
+from common.archive import ArchiveCorrupt, ArchiveUnavailable, merge_turns
+from common.http import ApiError, json_response
+from common.sessions import ArchivePointer, SessionMeta, Turn
+from gateway.state import STATE_KEY, GatewayState, principal_of, request_id_of
+from gateway.validation import check_session_id
+
+MAX_PAGE = 100
+
+
+def _summary(entry: SessionMeta | ArchivePointer, session_id: str) -> dict[str, Any]:
+    if isinstance(entry, SessionMeta):
+        return {
+            "session_id": session_id,
+            "state": entry.state,
+            "title": entry.title,
+            "turns": entry.turns + entry.spilled,
+            "created_at": entry.created_at,
+            "last_activity": entry.last_activity,
+        }
+    return {
+        "session_id": session_id,
+        "state": "archived",
+        "title": entry.title,
+        "turns": entry.turns,
+        "created_at": entry.created_at,
+        "last_activity": entry.last_activity,
+        "archived_at": entry.archived_at,
+    }
+
+
+def _turn(t: Turn) -> dict[str, Any]:
+    out: dict[str, Any] = {"role": t.role, "content": t.content, "created_at": t.created_at}
+    if t.model:
+        out["model"] = t.model
+    if t.usage:
+        out["usage"] = t.usage
+    return out
+
+
+def _int_param(request: web.Request, name: str, default: int, maximum: int) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    if not raw.isdigit() or not 0 <= int(raw) <= maximum:
+        raise ApiError(400, "invalid_parameter", f"{name} must be an integer between 0 and {maximum}")
+    return int(raw)
+
+
+def _archive_down(exc: Exception) -> ApiError:
+    return ApiError(
+        503, "archive_unavailable", f"the archive cannot be reached: {exc}", headers={"Retry-After": "5"}
+    )
+
+
+async def list_own_sessions(request: web.Request) -> web.Response:
+    state = request.app[STATE_KEY]
+    principal = principal_of(request)
+    limit = max(1, _int_param(request, "limit", 20, MAX_PAGE))
+    offset = _int_param(request, "cursor", 0, 10_000_000)
+    entries, next_offset = await state.sessions.page(principal.user_id, offset=offset, limit=limit)
+    return json_response(
+        {
+            "sessions": [_summary(entry, sid) for sid, entry in entries],
+            "next": str(next_offset) if next_offset is not None else None,
+        }
+    )
+
+
+async def get_own_session(request: web.Request) -> web.Response:
+    state = request.app[STATE_KEY]
+    user_id = principal_of(request).user_id
+    session_id = check_session_id(request.match_info["session_id"])
+    snapshot = await state.sessions.snapshot(user_id, session_id)
+    pointer = await state.sessions.pointer(user_id, session_id)
+    if snapshot is None and pointer is None:
+        raise ApiError(404, "session_not_found", "no such session")
+    archived: list[Turn] = []
+    if pointer is not None:
+        try:
+            document = await state.archive.get(pointer.key)
+        except (ArchiveUnavailable, ArchiveCorrupt) as exc:
+            raise _archive_down(exc) from None
+        archived = document.turns if document is not None else []
+    if snapshot is not None:
+        summary = _summary(snapshot.meta, session_id)
+        turns = merge_turns(archived, [*snapshot.spilled, *snapshot.turns])
+    else:
+        assert pointer is not None
+        summary = _summary(pointer, session_id)
+        turns = archived
+    summary["turns"] = [_turn(t) for t in turns]
+    return json_response(summary)
+
+
+async def end_own_session(request: web.Request) -> web.Response:
+    """Finish a session now: it is announced to the archiver, which stores and removes it."""
+    state = request.app[STATE_KEY]
+    principal = principal_of(request)
+    session_id = check_session_id(request.match_info["session_id"])
+    ended = await state.sessions.end(principal.user_id, session_id)
+    if ended is None:
+        if await state.sessions.pointer(principal.user_id, session_id) is not None:
+            return json_response({"session_id": session_id, "state": "archived"})
+        raise ApiError(404, "session_not_found", "no such session")
+    version, org_id, _ = ended
+    await _announce_finished(state, request_id_of(request), principal.user_id, org_id, session_id, version)
+    return json_response({"session_id": session_id, "state": "ended"}, status=202)
+
+
+async def _announce_finished(
+    state: GatewayState, request_id: str, user_id: str, org_id: str, session_id: str, version: int
+) -> None:
+    event = SessionEvent(
+        event="session.finished",
+        request_id=request_id or uuid.uuid4().hex,
+        user_id=user_id,
+        org_id=org_id,
+        session_id=session_id,
+        version=version,
+        at=time.time(),
+    )
+    await publish_session_event(state.events, event)
+
+
+async def delete_own_session(request: web.Request) -> web.Response:
+    """Erase the archived object first (so a failure leaves everything in place), then Redis."""
+    state = request.app[STATE_KEY]
+    user_id = principal_of(request).user_id
+    session_id = check_session_id(request.match_info["session_id"])
+    pointer = await state.sessions.pointer(user_id, session_id)
+    if pointer is None and await state.sessions.meta(user_id, session_id) is None:
+        raise ApiError(404, "session_not_found", "no such session")
+    await state.sessions.mark_deleted(user_id, session_id)  # an archiver mid-write drops its object
+    if pointer is not None:
+        try:
+            await state.archive.delete(pointer.key)
+        except ArchiveUnavailable as exc:
+            await state.sessions.mark_deleted(user_id, session_id, deleted=False)
+            raise _archive_down(exc) from None
+    await state.sessions.delete(user_id, session_id)
+    return web.Response(status=204)

@@ -1,0 +1,224 @@
+"""Running one chat through the broker and relaying its replies, in any wire format.
+
+``relay`` publishes a ChatRequest and answers either a stream (in a :class:`StreamFormat`:
+the native SSE events or OpenAI's chunks) or, for non-streaming callers, an :class:`Answer`.
+Every accepted request ends with done or an error within its deadline; a client that goes away
+gets its generation cancelled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Protocol
+
+import structlog
+from aiohttp import web
+
+from broker.messages import Cancel, ChatDone, ChatError, ChatRequest, TokenChunk
+from common.http import ApiError
+from gateway.publisher import NotQueued, QueueFull
+from gateway.relay import DeadlineExceeded, Heartbeat, Interrupted, ReplyCursor
+from gateway.state import GatewayState
+
+log = structlog.get_logger(__name__)
+
+# Worker error codes -> HTTP status for non-streaming answers.
+ERROR_STATUS = {
+    "deadline_exceeded": 504,
+    "model_busy": 503,
+    "model_unavailable": 503,
+    "no_model_node": 503,
+    "model_not_found": 400,
+    "generation_interrupted": 502,
+}
+
+
+def not_queued_error(state: GatewayState, exc: NotQueued, what: str) -> ApiError:
+    """503 with ``Retry-After``: at capacity (load shedding) or the broker is unreachable."""
+    reason = "the service is at capacity" if isinstance(exc, QueueFull) else "the broker is unreachable"
+    return ApiError(
+        503,
+        exc.code,
+        f"{what} could not be queued ({reason}); retry shortly",
+        headers={"Retry-After": str(state.settings.busy_retry_after)},
+    )
+
+
+class StreamFormat(Protocol):
+    """How replies are written to a streaming client."""
+
+    heartbeat: bytes
+
+    def headers(self) -> dict[str, str]: ...
+    def token(self, content: str, seq: int) -> bytes: ...
+    def done(self, done: ChatDone, text: str) -> bytes: ...
+    def error(self, code: str, message: str) -> bytes: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    text: str
+    done: ChatDone
+
+
+async def relay(
+    state: GatewayState, request: web.Request, chat_request: ChatRequest, fmt: StreamFormat | None
+) -> web.StreamResponse | Answer:
+    """Publish ``chat_request`` and relay its answer (a stream when ``fmt`` is given)."""
+    s = state.settings
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    stream_label = "true" if fmt is not None else "false"
+    with state.router.subscribe(chat_request.request_id) as replies:
+        try:
+            await state.publisher.publish_request(chat_request, state.router.address)
+        except NotQueued as exc:
+            if isinstance(exc, QueueFull):
+                state.metrics.rejected_busy.inc()
+            else:
+                log.error("publish_failed", error=str(exc))
+            state.metrics.requests.labels(exc.code, chat_request.model, stream_label).inc()
+            raise not_queued_error(state, exc, "the chat") from None
+        remaining = chat_request.deadline - (chat_request.created_at)
+        cursor = ReplyCursor(replies, deadline_monotonic=started + remaining, heartbeat=s.sse_heartbeat)
+        run = _Relay(state, request, chat_request, cursor, started)
+        try:
+            if fmt is not None:
+                return await run.stream(fmt)
+            return await run.collect()
+        finally:
+            elapsed = loop.time() - started
+            state.metrics.duration.labels(stream_label).observe(elapsed)
+            state.metrics.requests.labels(run.outcome, chat_request.model, stream_label).inc()
+            log.info(
+                "chat_finished",
+                outcome=run.outcome,
+                model=chat_request.model,
+                stream=fmt is not None,
+                session_id=chat_request.session_id,
+                duration_ms=round(elapsed * 1000, 1),
+            )
+
+
+class _Relay:
+    """Relays one request's replies; always ends with done or error, or cancels on disconnect."""
+
+    def __init__(
+        self,
+        state: GatewayState,
+        request: web.Request,
+        chat_request: ChatRequest,
+        cursor: ReplyCursor,
+        started: float,
+    ) -> None:
+        self.state = state
+        self.request = request
+        self.chat_request = chat_request
+        self.cursor = cursor
+        self.started = started
+        self.outcome = "client_disconnected"
+        self._ttft_recorded = False
+
+    def _cancel(self, reason: str) -> None:
+        cancel = Cancel(
+            request_id=self.chat_request.request_id,
+            user_id=self.chat_request.user_id,
+            org_id=self.chat_request.org_id,
+            reason=reason,  # type: ignore[arg-type]
+        )
+        self.state.metrics.cancels.labels(reason).inc()
+        self.state.spawn(self.state.cancel(cancel, self.chat_request.deadline))
+
+    def _first_token(self) -> None:
+        if not self._ttft_recorded:
+            self._ttft_recorded = True
+            self.state.metrics.ttft.observe(asyncio.get_running_loop().time() - self.started)
+
+    async def stream(self, fmt: StreamFormat) -> web.StreamResponse:
+        response = web.StreamResponse(headers=fmt.headers())
+        self.state.metrics.in_flight.inc()
+        seq = 0
+        parts: list[str] = []
+        try:
+            await response.prepare(self.request)
+            # aiohttp sends the headers with the first body bytes: start the stream now, so clients
+            # and proxies see it open even when the first token is slow.
+            await response.write(fmt.heartbeat)
+            while True:
+                try:
+                    reply = await self.cursor.next()
+                except Interrupted:
+                    await self._stream_error(
+                        response,
+                        fmt,
+                        "generation_interrupted",
+                        "the model worker failed mid-answer; please retry",
+                    )
+                    self._cancel("user_cancelled")
+                    return response
+                except DeadlineExceeded:
+                    await self._stream_error(
+                        response, fmt, "deadline_exceeded", "the answer did not finish in time"
+                    )
+                    self._cancel("deadline_exceeded")
+                    return response
+                if isinstance(reply, Heartbeat):
+                    await response.write(fmt.heartbeat)
+                elif isinstance(reply, TokenChunk):
+                    self._first_token()
+                    await response.write(fmt.token(reply.content, seq))
+                    parts.append(reply.content)
+                    self.cursor.delivered = True
+                    seq += 1
+                elif isinstance(reply, ChatDone):
+                    await response.write(fmt.done(reply, "".join(parts)))
+                    self.outcome = "ok"
+                    await response.write_eof()
+                    return response
+                elif isinstance(reply, ChatError):
+                    await self._stream_error(response, fmt, reply.error, reply.message)
+                    return response
+        except (asyncio.CancelledError, ConnectionResetError):
+            self._cancel("client_disconnected")
+            raise
+        finally:
+            self.state.metrics.in_flight.dec()
+
+    async def _stream_error(
+        self, response: web.StreamResponse, fmt: StreamFormat, code: str, message: str
+    ) -> None:
+        self.outcome = code
+        self.state.metrics.relay_errors.labels(code).inc()
+        await response.write(fmt.error(code, message))
+        await response.write_eof()
+
+    async def collect(self) -> Answer:
+        parts: list[str] = []
+        self.state.metrics.in_flight.inc()
+        try:
+            while True:
+                try:
+                    reply = await self.cursor.next()
+                except DeadlineExceeded:
+                    self._cancel("deadline_exceeded")
+                    self.outcome = "deadline_exceeded"
+                    raise ApiError(504, "deadline_exceeded", "the answer did not finish in time") from None
+                if self.cursor.reset:
+                    parts.clear()
+                    self.cursor.reset = False
+                if isinstance(reply, TokenChunk):
+                    self._first_token()
+                    parts.append(reply.content)
+                elif isinstance(reply, ChatDone):
+                    self.outcome = "ok"
+                    return Answer("".join(parts), reply)
+                elif isinstance(reply, ChatError):
+                    self.outcome = reply.error
+                    self.state.metrics.relay_errors.labels(reply.error).inc()
+                    raise ApiError(ERROR_STATUS.get(reply.error, 502), reply.error, reply.message)
+        except asyncio.CancelledError:
+            self._cancel("client_disconnected")
+            raise
+        finally:
+            self.state.metrics.in_flight.dec()

@@ -1,0 +1,1 @@
+"""Inference workers: consume chat requests, stream from Ollama, publish token chunks."""

@@ -1,0 +1,58 @@
+"""Inference worker settings, read from the environment in one place."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from common.archive import S3Settings
+from common.settings import CommonSettings, Env, SettingsError
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSettings:
+    common: CommonSettings
+    concurrency: int
+    ollama_urls: tuple[str, ...]
+    ollama_connect_timeout: float
+    ollama_read_timeout: float
+    ollama_node_cooldown: float
+    ollama_node_max_parallel: int
+    ollama_probe_interval: float
+    chunk_flush_ms: float
+    chunk_max_chars: int
+    history_window: int
+    session_max_turns: int
+    session_max_bytes: int
+    spill_archive_turns: int
+    http_host: str
+    http_port: int
+    shutdown_grace: float
+    s3: S3Settings
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> WorkerSettings:
+        env = Env(environ)
+        urls = tuple(u.rstrip("/") for u in env.list("OLLAMA_URLS", ("http://127.0.0.1:11434",)))
+        if not urls:
+            raise SettingsError("OLLAMA_URLS must list at least one node")
+        return cls(
+            common=CommonSettings.from_env("inference-worker", env),
+            concurrency=env.int("WORKER_CONCURRENCY", 64, minimum=1),
+            ollama_urls=urls,
+            ollama_connect_timeout=env.float("OLLAMA_CONNECT_TIMEOUT", 5.0, minimum=0.1),
+            ollama_read_timeout=env.float("OLLAMA_READ_TIMEOUT", 120.0, minimum=0.1),
+            ollama_node_cooldown=env.float("OLLAMA_NODE_COOLDOWN", 15.0, minimum=0.0),
+            ollama_node_max_parallel=env.int("OLLAMA_NUM_PARALLEL", 0, minimum=0),
+            ollama_probe_interval=env.float("OLLAMA_PROBE_INTERVAL_SECONDS", 10.0, minimum=0.05),
+            chunk_flush_ms=env.float("CHUNK_FLUSH_MS", 15.0, minimum=0.0),
+            chunk_max_chars=env.int("CHUNK_MAX_CHARS", 96, minimum=1),
+            history_window=env.int("HISTORY_WINDOW_TURNS", 20, minimum=0),
+            session_max_turns=env.int("SESSION_MAX_TURNS", 200, minimum=2),
+            session_max_bytes=env.int("SESSION_MAX_BYTES", 512 * 1024, minimum=1024),
+            spill_archive_turns=env.int("SPILL_ARCHIVE_TURNS", 20, minimum=1),
+            http_host=env.str("WORKER_HTTP_HOST", "127.0.0.1"),
+            http_port=env.int("WORKER_HTTP_PORT", 8201, minimum=0),
+            shutdown_grace=env.float("SHUTDOWN_GRACE_SECONDS", 30.0, minimum=0.0),
+            s3=S3Settings.from_env(env),
+        )

@@ -1,0 +1,194 @@
+"""Session lifecycle: end -> archived object in S3 -> gone from Redis, still readable; idle expiry."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from typing import Any
+
+import aioboto3
+from helpers import KeyPair, auth_header, wait_for
+
+
+async def _s3_objects(base_env: dict[str, str]) -> dict[str, dict[str, Any]]:
+    session = aioboto3.Session()
+    async with session.client(
+        "s3",
+        endpoint_url=base_env["S3_ENDPOINT_URL"],
+        region_name="us-east-1",
+        aws_access_key_id=base_env["S3_ACCESS_KEY_ID"],
+        aws_secret_access_key=base_env["S3_SECRET_ACCESS_KEY"],
+    ) as s3:
+        try:
+            listing = await s3.list_objects_v2(Bucket=base_env["S3_BUCKET"])
+        except s3.exceptions.NoSuchBucket:
+            return {}
+        objects = {}
+        for entry in listing.get("Contents", []):
+            body = await (await s3.get_object(Bucket=base_env["S3_BUCKET"], Key=entry["Key"]))["Body"].read()
+            objects[entry["Key"]] = json.loads(gzip.decompress(body))
+        return objects
+
+
+async def _chat(gateway: Any, token: str, session_id: str, prompt: str) -> dict[str, Any]:
+    response = await gateway.post(
+        "/chat",
+        json={"session_id": session_id, "prompt": prompt, "stream": False},
+        headers=auth_header(token),
+    )
+    assert response.status == 200, await response.text()
+    body: dict[str, Any] = await response.json()
+    return body
+
+
+async def test_ended_session_is_archived_once_and_readable_after(
+    gateway: Any, worker: Any, archiver_factory: Any, keys: KeyPair, redis: Any, base_env: dict[str, str]
+) -> None:
+    await archiver_factory(sweep=False)
+    token = keys.mint("alice", "acme")
+    for prompt in ("first", "second", "third"):
+        await _chat(gateway, token, "s1", prompt)
+    before = await (await gateway.get("/sessions/s1", headers=auth_header(token))).json()
+    assert before["state"] == "active"
+    assert len(before["turns"]) == 6
+
+    ended = await gateway.post("/sessions/s1/end", headers=auth_header(token))
+    assert ended.status == 202
+    assert (await ended.json())["state"] == "ended"
+
+    async def archived() -> bool:
+        body = await (await gateway.get("/sessions/s1", headers=auth_header(token))).json()
+        return bool(body["state"] == "archived")
+
+    await wait_for(archived)
+    after = await (await gateway.get("/sessions/s1", headers=auth_header(token))).json()
+    assert after["turns"] == before["turns"]
+    objects = await _s3_objects(base_env)
+    assert len(objects) == 1
+    ((key, document),) = objects.items()
+    assert key.startswith("acme/alice/") and key.endswith("/s1.json.gz")
+    assert [t["content"] for t in document["turns"] if t["role"] == "user"] == ["first", "second", "third"]
+    assert all(
+        t["model"] == "llama3.2" and t["usage"]["completion_tokens"] == 24 for t in document["turns"][1::2]
+    )
+    prefix = base_env["REDIS_KEY_PREFIX"]
+    assert not [k async for k in redis.scan_iter(match=f"{prefix}session:*")]
+    assert not [k async for k in redis.scan_iter(match=f"{prefix}session_meta:*")]
+    listing = await (await gateway.get("/sessions", headers=auth_header(token))).json()
+    assert [(s["session_id"], s["state"], s["turns"]) for s in listing["sessions"]] == [("s1", "archived", 6)]
+
+
+async def test_idle_session_is_archived_without_any_call(
+    gateway: Any, worker: Any, archiver_factory: Any, keys: KeyPair, base_env: dict[str, str]
+) -> None:
+    await archiver_factory(SESSION_IDLE_SECONDS="0.5", SWEEP_INTERVAL_SECONDS="0.2")
+    token = keys.mint("bob")
+    await _chat(gateway, token, "idle", "hello")
+
+    async def archived() -> bool:
+        return len(await _s3_objects(base_env)) == 1
+
+    await wait_for(archived)
+    body = await (await gateway.get("/sessions/idle", headers=auth_header(token))).json()
+    assert body["state"] == "archived"
+    assert len(body["turns"]) == 2
+
+
+async def test_two_archivers_sweep_without_double_work(
+    gateway: Any, worker: Any, archiver_factory: Any, keys: KeyPair, base_env: dict[str, str]
+) -> None:
+    first = await archiver_factory(SESSION_IDLE_SECONDS="0.3", SWEEP_INTERVAL_SECONDS="0.1")
+    second = await archiver_factory(SESSION_IDLE_SECONDS="0.3", SWEEP_INTERVAL_SECONDS="0.1")
+    tokens = [keys.mint(f"user{i}") for i in range(5)]
+    for i, token in enumerate(tokens):
+        await _chat(gateway, token, f"s{i}", "hi")
+
+    async def all_archived() -> bool:
+        return len(await _s3_objects(base_env)) == 5
+
+    await wait_for(all_archived)
+    ended = sum(
+        a.metrics.registry.get_sample_value("archiver_idle_sessions_ended_total") or 0
+        for a in (first, second)
+    )
+    assert ended == 5, "every session is ended (and announced) exactly once"
+
+
+async def test_replayed_finished_event_is_harmless(
+    gateway: Any, worker: Any, archiver_factory: Any, keys: KeyPair, base_env: dict[str, str]
+) -> None:
+    archiver = await archiver_factory(sweep=False)
+    token = keys.mint("carol")
+    await _chat(gateway, token, "s", "hi")
+    assert (await gateway.post("/sessions/s/end", headers=auth_header(token))).status == 202
+
+    async def archived() -> bool:
+        return len(await _s3_objects(base_env)) == 1
+
+    await wait_for(archived)
+    from broker.messages import SessionEvent
+
+    replay = SessionEvent(
+        event="session.finished",
+        request_id="replay",
+        user_id="carol",
+        org_id="org-test",
+        session_id="s",
+        version=1,
+        at=0,
+    )
+    assert await archiver.archive(replay) == "gone"
+    assert await archiver.archive(replay) == "gone"
+    objects = await _s3_objects(base_env)
+    assert len(objects) == 1
+    assert len(next(iter(objects.values()))["turns"]) == 2
+
+
+async def test_delete_erases_redis_and_archive_and_spares_others(
+    gateway: Any, worker: Any, archiver_factory: Any, keys: KeyPair, base_env: dict[str, str]
+) -> None:
+    await archiver_factory(sweep=False)
+    alice, bob = keys.mint("alice"), keys.mint("bob")
+    await _chat(gateway, alice, "gone", "secret")
+    await _chat(gateway, alice, "kept", "keep me")
+    await _chat(gateway, bob, "gone", "bob's own")
+    assert (await gateway.post("/sessions/gone/end", headers=auth_header(alice))).status == 202
+
+    async def archived() -> bool:
+        return len(await _s3_objects(base_env)) == 1
+
+    await wait_for(archived)
+    assert (await gateway.delete("/sessions/gone", headers=auth_header(alice))).status == 204
+    assert await _s3_objects(base_env) == {}
+    assert (await gateway.get("/sessions/gone", headers=auth_header(alice))).status == 404
+    assert (await gateway.delete("/sessions/gone", headers=auth_header(alice))).status == 404
+    kept = await (await gateway.get("/sessions", headers=auth_header(alice))).json()
+    assert [s["session_id"] for s in kept["sessions"]] == ["kept"]
+    bobs = await (await gateway.get("/sessions/gone", headers=auth_header(bob))).json()
+    assert [t["content"] for t in bobs["turns"] if t["role"] == "user"] == ["bob's own"]
+
+
+async def test_resumed_archived_session_keeps_history_and_its_one_object(
+    gateway: Any, worker: Any, archiver_factory: Any, keys: KeyPair, base_env: dict[str, str]
+) -> None:
+    await archiver_factory(sweep=False)
+    token = keys.mint("hank")
+    first = await _chat(gateway, token, "again", "before archiving")
+    assert (await gateway.post("/sessions/again/end", headers=auth_header(token))).status == 202
+
+    async def archived(expected_turns: int) -> bool:
+        body = await (await gateway.get("/sessions/again", headers=auth_header(token))).json()
+        return bool(body["state"] == "archived" and len(body["turns"]) == expected_turns)
+
+    await wait_for(lambda: archived(2))
+    resumed = await _chat(gateway, token, "again", "after archiving")
+    assert resumed["response"].startswith(" [turns=2]"), "the model sees the archived turns"
+    assert first["response"] != resumed["response"]
+    assert (await gateway.post("/sessions/again/end", headers=auth_header(token))).status == 202
+    await wait_for(lambda: archived(4))
+    objects = await _s3_objects(base_env)
+    assert len(objects) == 1
+    assert [t["content"] for t in next(iter(objects.values()))["turns"] if t["role"] == "user"] == [
+        "before archiving",
+        "after archiving",
+    ]

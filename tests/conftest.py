@@ -1,0 +1,282 @@
+"""Shared fixtures: real RabbitMQ and Redis, a per-test namespace, keys, simulator, worker, gateway.
+
+Services are found through ``RABBITMQ_URL`` and ``REDIS_URL`` (defaults: the local services of
+our machines). Where neither answers and Docker is available, testcontainers starts them.
+Every test gets its own broker prefix and Redis key prefix, removed afterwards, so tests are
+isolated from each other and from earlier runs on the shared services.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlparse
+
+import aio_pika
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
+from helpers import KeyPair, simulator_url
+from rediscluster import LocalRedisCluster
+from s3server import MotoServer
+
+from archiver.settings import ArchiverSettings
+from archiver.worker import Archiver
+from broker.topology import QueueLimits, Topology
+from common.redis import RedisClient, open_redis
+from gateway.app import create_app
+from gateway.settings import GatewaySettings
+from inference_worker.settings import WorkerSettings
+from inference_worker.simulator import SimulatorConfig, create_simulator_app
+from inference_worker.worker import InferenceWorker
+
+
+def _reachable(url: str, default_port: int) -> bool:
+    parsed = urlparse(url)
+    try:
+        with socket.create_connection(
+            (parsed.hostname or "127.0.0.1", parsed.port or default_port), timeout=1
+        ):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_url() -> Iterator[str]:
+    url = os.environ.get("RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/")
+    if _reachable(url, 5672) or "RABBITMQ_URL" in os.environ:
+        yield url
+        return
+    from testcontainers.rabbitmq import RabbitMqContainer  # laptop fallback (needs Docker)
+
+    with RabbitMqContainer("rabbitmq:3.13-management") as container:
+        host, port = container.get_container_host_ip(), container.get_exposed_port(5672)
+        yield f"amqp://guest:guest@{host}:{port}/"
+
+
+@pytest.fixture(scope="session")
+def single_redis_url() -> Iterator[str]:
+    url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+    if _reachable(url, 6379) or "REDIS_URL" in os.environ:
+        yield url
+        return
+    from testcontainers.redis import RedisContainer  # laptop fallback (needs Docker)
+
+    with RedisContainer("redis:7") as container:
+        host, port = container.get_container_host_ip(), container.get_exposed_port(6379)
+        yield f"redis://{host}:{port}/0"
+
+
+@pytest.fixture(scope="session")
+def cluster_redis_url() -> Iterator[str]:
+    """``REDIS_CLUSTER_URL`` when set, else a 6-node cluster on 7000-7005 started for the session."""
+    if url := os.environ.get("REDIS_CLUSTER_URL"):
+        yield url
+        return
+    if not LocalRedisCluster.available():
+        pytest.skip("redis-server is not installed: cannot start a Redis Cluster")
+    cluster = LocalRedisCluster()
+    cluster.start()
+    yield cluster.url
+    cluster.stop()
+
+
+@dataclass(frozen=True)
+class RedisTarget:
+    url: str
+    cluster: bool
+
+
+@pytest.fixture(scope="session", params=["single", "cluster"])
+def redis_target(request: pytest.FixtureRequest) -> RedisTarget:
+    """Every Redis-touching integration test runs against one Redis and against a Redis Cluster."""
+    if request.param == "cluster":
+        return RedisTarget(request.getfixturevalue("cluster_redis_url"), cluster=True)
+    return RedisTarget(request.getfixturevalue("single_redis_url"), cluster=False)
+
+
+@pytest.fixture
+def redis_url(redis_target: RedisTarget) -> str:
+    return redis_target.url
+
+
+@pytest.fixture(scope="session")
+def s3_url() -> Iterator[str]:
+    """``S3_ENDPOINT_URL`` when set (MinIO, a real S3), else a moto server for the session."""
+    if url := os.environ.get("S3_ENDPOINT_URL"):
+        yield url
+        return
+    server = MotoServer()
+    server.start()
+    yield server.url
+    server.stop()
+
+
+@pytest.fixture
+def namespace() -> str:
+    """Unique per test: broker prefix and Redis key prefix."""
+    return f"t{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def base_env(namespace: str, rabbitmq_url: str, redis_target: RedisTarget, s3_url: str) -> dict[str, str]:
+    return {
+        "ENVIRONMENT": "test",
+        "REDIS_CLUSTER": "true" if redis_target.cluster else "false",
+        "S3_ENDPOINT_URL": s3_url,
+        "S3_BUCKET": f"{namespace}-archive",
+        "S3_ACCESS_KEY_ID": os.environ.get("S3_ACCESS_KEY_ID", "test"),
+        "S3_SECRET_ACCESS_KEY": os.environ.get("S3_SECRET_ACCESS_KEY", "test"),
+        "RABBITMQ_URL": rabbitmq_url,
+        "REDIS_URL": redis_target.url,
+        "BROKER_PREFIX": namespace,
+        "REDIS_KEY_PREFIX": f"{namespace}:",
+        "LOG_LEVEL": "warning",
+    }
+
+
+@pytest.fixture
+async def redis(redis_target: RedisTarget, namespace: str) -> AsyncIterator[RedisClient]:
+    """A client for assertions; deletes every key of this test's namespace afterwards."""
+    client = await open_redis(redis_target.url, cluster=redis_target.cluster, max_connections=64)
+    yield client
+    async for key in client.scan_iter(match=f"{namespace}:*", count=500):
+        await client.delete(key)
+    await client.aclose()
+
+
+@pytest.fixture
+async def amqp(rabbitmq_url: str, namespace: str) -> AsyncIterator[aio_pika.abc.AbstractRobustConnection]:
+    connection = await aio_pika.connect_robust(rabbitmq_url, client_properties={"connection_name": namespace})
+    yield connection
+    channel = await connection.channel()
+    await Topology(namespace, QueueLimits()).delete(channel)
+    await connection.close()
+
+
+# -- tokens ----------------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def keys() -> KeyPair:
+    private = ed25519.Ed25519PrivateKey.generate()
+    pem = private.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return KeyPair(private, pem.decode())
+
+
+# -- simulator, worker, gateway ----------------------------------------------------------------------
+@pytest.fixture
+def sim_config() -> SimulatorConfig:
+    return SimulatorConfig(ttft_ms=5, tokens_per_second=0, answer_tokens=24)
+
+
+@pytest.fixture
+async def simulator(sim_config: SimulatorConfig) -> AsyncIterator[TestServer]:
+    server = TestServer(create_simulator_app(sim_config))  # TestServer enables handler_cancellation
+    await server.start_server()
+    yield server
+    await server.close()
+
+
+@pytest.fixture
+def worker_env(base_env: dict[str, str], simulator: TestServer) -> dict[str, str]:
+    return {
+        **base_env,
+        "OLLAMA_URLS": simulator_url(simulator),
+        "WORKER_CONCURRENCY": "256",
+        "WORKER_HTTP_PORT": "0",
+        "SHUTDOWN_GRACE_SECONDS": "2",
+        "CHUNK_FLUSH_MS": "5",
+        "CHUNK_MAX_CHARS": "24",
+    }
+
+
+WorkerFactory = Callable[..., Awaitable[InferenceWorker]]
+
+
+@pytest.fixture
+async def worker_factory(
+    worker_env: dict[str, str], amqp: Any, redis: RedisClient
+) -> AsyncIterator[WorkerFactory]:
+    started: list[InferenceWorker] = []
+
+    async def start(**overrides: str) -> InferenceWorker:
+        worker = InferenceWorker(WorkerSettings.from_env({**worker_env, **overrides}))
+        await worker.start()
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in reversed(started):
+        await worker.close()
+
+
+@pytest.fixture
+async def worker(worker_factory: WorkerFactory) -> InferenceWorker:
+    return await worker_factory()
+
+
+@pytest.fixture
+def gateway_env(base_env: dict[str, str], keys: KeyPair) -> dict[str, str]:
+    return {
+        **base_env,
+        "JWT_PUBLIC_KEY": keys.public_pem,
+        "GATEWAY_PORT": "0",
+        "CHAT_DEADLINE_SECONDS": "30",
+        "SSE_HEARTBEAT_SECONDS": "1",
+    }
+
+
+GatewayFactory = Callable[..., Awaitable[TestClient[web.Request, web.Application]]]
+
+
+@pytest.fixture
+async def gateway_factory(
+    gateway_env: dict[str, str], amqp: Any, redis: RedisClient
+) -> AsyncIterator[GatewayFactory]:
+    clients: list[TestClient[web.Request, web.Application]] = []
+
+    async def start(**overrides: str) -> TestClient[web.Request, web.Application]:
+        app = create_app(GatewaySettings.from_env({**gateway_env, **overrides}))
+        client: TestClient[web.Request, web.Application] = TestClient(TestServer(app))
+        await client.start_server()
+        clients.append(client)
+        return client
+
+    yield start
+    for client in reversed(clients):
+        await client.close()
+
+
+@pytest.fixture
+async def gateway(gateway_factory: GatewayFactory) -> TestClient[web.Request, web.Application]:
+    return await gateway_factory()
+
+
+# -- archiver -------------------------------------------------------------------------------------------
+ArchiverFactory = Callable[..., Awaitable[Archiver]]
+
+
+@pytest.fixture
+async def archiver_factory(
+    base_env: dict[str, str], amqp: Any, redis: RedisClient
+) -> AsyncIterator[ArchiverFactory]:
+    started: list[Archiver] = []
+
+    async def start(*, sweep: bool = True, **overrides: str) -> Archiver:
+        env = {**base_env, "ARCHIVER_HTTP_PORT": "0", "ARCHIVE_RETRY_DELAY_SECONDS": "0.3", **overrides}
+        archiver = Archiver(ArchiverSettings.from_env(env))
+        await archiver.start(sweep=sweep)
+        started.append(archiver)
+        return archiver
+
+    yield start
+    for archiver in reversed(started):
+        await archiver.close()

@@ -1,0 +1,95 @@
+"""Test helpers: minting tokens, reading Server-Sent Events, polling for a condition."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import msgspec
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from auth.tokens import new_claims, sign
+
+
+@dataclass
+class SseEvent:
+    event: str
+    data: dict[str, Any]
+
+
+async def iter_sse(response: aiohttp.ClientResponse) -> AsyncIterator[SseEvent]:
+    """Yield events as they arrive; comments (heartbeats) are skipped."""
+    event = "message"
+    data: list[str] = []
+    async for raw in response.content:
+        line = raw.decode("utf-8").rstrip("\r\n")
+        if line == "":
+            if data:
+                yield SseEvent(event, json.loads("\n".join(data)))
+            event, data = "message", []
+        elif line.startswith(":"):
+            continue
+        elif line.startswith("event:"):
+            event = line[6:].strip()
+        elif line.startswith("data:"):
+            data.append(line[5:].lstrip())
+
+
+async def read_sse(response: aiohttp.ClientResponse) -> list[SseEvent]:
+    return [event async for event in iter_sse(response)]
+
+
+def text_of(events: list[SseEvent]) -> str:
+    return "".join(e.data["content"] for e in events if e.event == "token")
+
+
+async def wait_for(
+    predicate: Callable[[], Awaitable[bool]], timeout: float = 15.0, interval: float = 0.05
+) -> None:
+    """Poll until ``predicate`` holds; fail the test with a clear message otherwise."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while loop.time() < end:
+        if await predicate():
+            return
+        await asyncio.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s")
+
+
+ISSUER = "enterprise-chat-auth"
+AUDIENCE = "enterprise-chat"
+
+
+@dataclass(frozen=True)
+class KeyPair:
+    """A signing key for minting access tokens the way the auth service does."""
+
+    private: ed25519.Ed25519PrivateKey
+    public_pem: str
+    kid: str = "test-key"
+
+    def mint(self, user_id: str, org_id: str = "org-test", *, ttl: float = 300, **overrides: Any) -> str:
+        """A token as the auth service issues it; ``overrides`` replace claims (to forge bad ones)."""
+        claims = new_claims(
+            issuer=ISSUER,
+            audience=AUDIENCE,
+            user_id=user_id,
+            username=user_id,
+            organization=org_id,
+            role="user",
+            ttl=int(ttl),
+        )
+        return sign(msgspec.structs.replace(claims, **overrides), self.private, self.kid)
+
+
+def auth_header(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def simulator_url(server: Any) -> str:
+    """Base URL of an in-process simulator (an aiohttp ``TestServer``)."""
+    return str(server.make_url("")).rstrip("/")
