@@ -18,7 +18,7 @@ from typing import Self
 import aio_pika
 import msgspec
 import structlog
-from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue, AbstractRobustConnection
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from archiver.metrics import ArchiverMetrics
@@ -37,6 +37,7 @@ from common.archive import (
 from common.health import broker_and_redis_ready
 from common.keyspace import Keyspace
 from common.redis import RedisClient, open_redis
+from common.runtime import within
 from common.sessions import ArchivePointer, SessionStore
 
 log = structlog.get_logger(__name__)
@@ -54,6 +55,7 @@ class Archiver:
         self._sessions: SessionStore | None = None
         self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractChannel | None = None
+        self._queue: AbstractQueue | None = None
         self._consumer_tag: str | None = None
         self._sweeper_task: asyncio.Task[None] | None = None
         self._handlers: set[asyncio.Task[None]] = set()
@@ -95,24 +97,34 @@ class Archiver:
             batch=s.sweep_batch,
             instance_id=s.instance_id,
         )
-        self._consumer_tag = await declared.archiver_queue.consume(self._on_message)
+        self._queue = declared.archiver_queue
+        self._consumer_tag = await self._queue.consume(self._on_message)
         if sweep:
             self._sweeper_task = asyncio.get_running_loop().create_task(self.sweeper.run())
         log.info("archiver_started", bucket=s.s3.bucket, idle_seconds=s.idle_seconds)
 
     async def close(self) -> None:
+        """Stop consuming, let running archives finish (bounded), then close in reverse order.
+
+        Messages still being handled after the grace period stay unacked, so the broker hands
+        them to another archiver; archiving is idempotent.
+        """
         if self._sweeper_task is not None:
             self._sweeper_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper_task
+            await within(5, "sweeper", asyncio.gather(self._sweeper_task, return_exceptions=True))
+            self._sweeper_task = None
+        if self._queue is not None and self._consumer_tag is not None:
+            with contextlib.suppress(Exception):
+                await within(5, "cancel_consumer", self._queue.cancel(self._consumer_tag))
+            self._consumer_tag = None
         if self._handlers:
             await asyncio.wait(list(self._handlers), timeout=10)
         if self._connection is not None:
-            await self._connection.close()
+            await within(10, "amqp_close", self._connection.close())
             self._connection = None
-        await self.store.__aexit__(None, None, None)
+        await within(10, "s3_close", self.store.__aexit__(None, None, None))
         if self._redis is not None:
-            await self._redis.aclose()
+            await within(5, "redis_close", self._redis.aclose())
             self._redis = None
         log.info("archiver_stopped")
 

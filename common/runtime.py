@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Coroutine
 from contextlib import asynccontextmanager
 from typing import Any
 
+import structlog
 from aiohttp import web
+
+log = structlog.get_logger(__name__)
 
 
 async def _until_signalled(main: Coroutine[Any, Any, None]) -> None:
@@ -51,3 +54,14 @@ async def serving(app: web.Application, host: str, port: int, **runner_options: 
 async def forever() -> None:
     """Wait until cancelled (by a signal, see :func:`run`)."""
     await asyncio.Event().wait()
+
+
+async def within(seconds: float, step: str, awaitable: Awaitable[object]) -> None:
+    """Await one shutdown step for at most ``seconds``: a peer that never answers (a broker that
+    does not confirm a close, an S3 endpoint gone away) must not keep a process from exiting.
+    A step cut short is logged, so a slow shutdown still shows where it stalled."""
+    try:
+        async with asyncio.timeout(seconds):
+            await awaitable
+    except TimeoutError:
+        log.warning("shutdown_step_timed_out", step=step, seconds=seconds)

@@ -14,6 +14,7 @@ from common.http import make_error_middleware, security_headers_middleware, secu
 from common.jobs import JobStore
 from common.keyspace import Keyspace
 from common.redis import open_redis
+from common.runtime import within
 from common.sessions import SessionStore
 from gateway.admission import Admission
 from gateway.chat import chat
@@ -97,11 +98,11 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         yield
         await app[STATE_KEY].drain_background()
     finally:
-        await stack.aclose()
+        await within(10, "s3_close", stack.aclose())
         if connection is not None:
-            await connection.close()
-        await http.close()
-        await redis.aclose()
+            await within(10, "amqp_close", connection.close())
+        await within(5, "http_close", http.close())
+        await within(5, "redis_close", redis.aclose())
 
 
 def create_app(settings: GatewaySettings, metrics: GatewayMetrics | None = None) -> web.Application:

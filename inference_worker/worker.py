@@ -50,6 +50,7 @@ from common.health import broker_and_redis_ready
 from common.jobs import JobStore
 from common.keyspace import Keyspace
 from common.redis import RedisClient, open_redis
+from common.runtime import within
 from common.sessions import SessionStore, Turn
 from inference_worker.chunks import ChunkCoalescer
 from inference_worker.metrics import WorkerMetrics
@@ -168,11 +169,10 @@ class InferenceWorker:
         """
         if self._probe_task is not None:
             self._probe_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._probe_task
+            await within(5, "probe", asyncio.gather(self._probe_task, return_exceptions=True))
         if self._request_queue is not None and self._consumer_tag is not None:
             with contextlib.suppress(Exception):
-                await self._request_queue.cancel(self._consumer_tag)
+                await within(5, "cancel_consumer", self._request_queue.cancel(self._consumer_tag))
             self._consumer_tag = None
         if self._tasks:
             _, pending = await asyncio.wait(list(self._tasks.values()), timeout=self.settings.shutdown_grace)
@@ -181,12 +181,12 @@ class InferenceWorker:
             if pending:
                 await asyncio.wait(pending, timeout=5)
         if self._connection is not None:
-            await self._connection.close()
+            await within(10, "amqp_close", self._connection.close())
             self._connection = None
-        await self._stack.aclose()  # the Ollama HTTP client and the S3 client
+        await within(10, "http_and_s3_close", self._stack.aclose())  # the Ollama HTTP client and S3
         self._archive = None
         if self._redis is not None:
-            await self._redis.aclose()
+            await within(5, "redis_close", self._redis.aclose())
             self._redis = None
         log.info("worker_stopped")
 

@@ -22,7 +22,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
-from helpers import KeyPair, simulator_url
+from helpers import SERVER_SHUTDOWN_SECONDS, KeyPair, simulator_url, start_client
 from rediscluster import LocalRedisCluster
 from s3server import MotoServer
 
@@ -180,7 +180,7 @@ def sim_config() -> SimulatorConfig:
 @pytest.fixture
 async def simulator(sim_config: SimulatorConfig) -> AsyncIterator[TestServer]:
     server = TestServer(create_simulator_app(sim_config))  # TestServer enables handler_cancellation
-    await server.start_server()
+    await server.start_server(shutdown_timeout=SERVER_SHUTDOWN_SECONDS)
     yield server
     await server.close()
 
@@ -245,8 +245,7 @@ async def gateway_factory(
 
     async def start(**overrides: str) -> TestClient[web.Request, web.Application]:
         app = create_app(GatewaySettings.from_env({**gateway_env, **overrides}))
-        client: TestClient[web.Request, web.Application] = TestClient(TestServer(app))
-        await client.start_server()
+        client = await start_client(app)
         clients.append(client)
         return client
 

@@ -10,6 +10,8 @@ from typing import Any
 
 import aiohttp
 import msgspec
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from auth.tokens import new_claims, sign
@@ -93,3 +95,20 @@ def auth_header(token: str) -> dict[str, str]:
 def simulator_url(server: Any) -> str:
     """Base URL of an in-process simulator (an aiohttp ``TestServer``)."""
     return str(server.make_url("")).rstrip("/")
+
+
+# In-process servers: a handler still running at close (a stream whose client is gone) may hold a
+# server's close for aiohttp's default 60 s; tests give it a few seconds, then it is cancelled.
+SERVER_SHUTDOWN_SECONDS = 3.0
+
+
+async def start_server(app: web.Application) -> TestServer:
+    server = TestServer(app)
+    await server.start_server(shutdown_timeout=SERVER_SHUTDOWN_SECONDS)
+    return server
+
+
+async def start_client(app: web.Application) -> TestClient[web.Request, web.Application]:
+    client: TestClient[web.Request, web.Application] = TestClient(await start_server(app))
+    await client.start_server()
+    return client

@@ -28,7 +28,7 @@ from deploy_support import (
     haproxy_env,
     write_self_signed,
 )
-from helpers import KeyPair
+from helpers import SERVER_SHUTDOWN_SECONDS, KeyPair
 
 from auth.app import create_app as create_auth_app
 from auth.settings import AuthSettings
@@ -91,7 +91,7 @@ async def auth_server(base_env: dict[str, str], keys: KeyPair) -> AsyncIterator[
         }
     )
     server = TestServer(create_auth_app(settings))
-    await server.start_server()
+    await server.start_server(shutdown_timeout=SERVER_SHUTDOWN_SECONDS)
     yield server
     await server.close()
 
@@ -140,6 +140,6 @@ async def upstream() -> AsyncIterator[TestServer]:
     app.router.add_get("/ready", ready)
     app.router.add_route("*", "/{tail:.*}", echo)
     server = TestServer(app)
-    await server.start_server()
+    await server.start_server(shutdown_timeout=SERVER_SHUTDOWN_SECONDS)
     yield server
     await server.close()

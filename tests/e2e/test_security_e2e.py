@@ -11,8 +11,8 @@ from typing import Any
 
 import jwt
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
-from helpers import auth_header, read_sse, text_of
+from aiohttp.test_utils import TestClient
+from helpers import auth_header, read_sse, start_client, text_of
 
 from auth.app import create_app as create_auth_app
 from auth.settings import AuthSettings
@@ -22,8 +22,7 @@ from inference_worker.simulator_text import expected_answer
 @pytest.fixture
 async def auth(base_env: dict[str, str], redis: Any) -> AsyncIterator[TestClient[Any, Any]]:
     settings = AuthSettings.from_env({**base_env, "AUTH_BCRYPT_ROUNDS": "4"})
-    client: TestClient[Any, Any] = TestClient(TestServer(create_auth_app(settings)))
-    await client.start_server()
+    client: TestClient[Any, Any] = await start_client(create_auth_app(settings))
     yield client
     await client.close()
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestServer
-from helpers import KeyPair
+from helpers import SERVER_SHUTDOWN_SECONDS, KeyPair
 from monitoring_support import ROOT, System, drive_traffic, free_port
 from s3server import MotoServer
 
@@ -138,7 +138,7 @@ async def archive_s3() -> AsyncIterator[MotoServer]:
 async def auth_service(base_env: dict[str, str]) -> AsyncIterator[TestServer]:
     settings = AuthSettings.from_env({**base_env, "AUTH_BCRYPT_ROUNDS": "4", "AUTH_HASH_WORKERS": "2"})
     server = TestServer(create_auth_app(settings))
-    await server.start_server()
+    await server.start_server(shutdown_timeout=SERVER_SHUTDOWN_SECONDS)
     yield server
     await server.close()
 
@@ -165,7 +165,7 @@ async def system(
     )
     servers = [TestServer(create_worker_health_app(worker)), TestServer(create_archiver_health_app(archiver))]
     for server in servers:
-        await server.start_server()
+        await server.start_server(shutdown_timeout=SERVER_SHUTDOWN_SECONDS)
     try:
         yield System(
             gateway=gateway,
