@@ -73,7 +73,19 @@ class Topology:
         """Delay queue: events the archiver could not store wait here (per-message TTL), then return."""
         return f"{self.prefix}.archiver.retry"
 
+    def reply_queue(self, instance_id: str, incarnation: str) -> str:
+        """One gateway process's reply queue; ``incarnation`` keeps a restarted process off the
+        queue (and the late replies) of its previous life."""
+        return f"{self.prefix}.replies.{instance_id}.{incarnation}"
+
     # -- arguments -------------------------------------------------------------------------------
+    @staticmethod
+    def reply_queue_arguments(expires_seconds: float) -> dict[str, Any]:
+        # Not exclusive: a connection that drops and comes back (aio-pika reconnects and
+        # re-consumes) finds the replies published meanwhile. Once nobody has consumed it for
+        # ``expires_seconds`` (the gateway is gone), the broker deletes it.
+        return {"x-queue-type": "classic", "x-expires": max(1000, int(expires_seconds * 1000))}
+
     def request_queue_arguments(self) -> dict[str, Any]:
         return {
             "x-queue-type": "quorum",

@@ -13,6 +13,8 @@ from common.settings import CommonSettings
 
 log = structlog.get_logger(__name__)
 
+RECONNECT_INTERVAL_SECONDS = 1.0
+
 
 def topology_for(settings: CommonSettings) -> Topology:
     """Every service must build the same topology, or declarations fail with PRECONDITION_FAILED."""
@@ -33,5 +35,10 @@ async def connect(url: str, *, client_name: str, attempts: int = 10) -> Abstract
         with attempt:
             if attempt.retry_state.attempt_number > 1:
                 log.warning("amqp_connect_retry", attempt=attempt.retry_state.attempt_number)
-            return await aio_pika.connect_robust(url, client_properties={"connection_name": client_name})
+            return await aio_pika.connect_robust(
+                url,
+                client_properties={"connection_name": client_name},
+                # aio-pika waits 5 s by default; a gateway cut off from the broker refuses chats.
+                reconnect_interval=RECONNECT_INTERVAL_SECONDS,
+            )
     raise AssertionError("unreachable")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 
@@ -63,8 +64,14 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         events = await confirm_channel.get_exchange(topology.events_exchange, ensure=False)
         archive = await stack.enter_async_context(ArchiveStore(settings.s3))
         reply_channel = await connection.channel(publisher_confirms=False)
-        router = ReplyRouter(reply_channel)
+        router = ReplyRouter(
+            reply_channel,
+            topology.reply_queue(settings.instance_id, uuid.uuid4().hex[:8]),
+            # Outlives a broker reconnect and the longest chat this process can be relaying.
+            expires_seconds=settings.chat_deadline + 60,
+        )
         await router.start()
+        stack.push_async_callback(router.close)
         app[AMQP_KEY] = connection
         app[STATE_KEY] = GatewayState(
             settings=settings,
@@ -98,7 +105,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         yield
         await app[STATE_KEY].drain_background()
     finally:
-        await within(10, "s3_close", stack.aclose())
+        await within(10, "reply_queue_and_s3_close", stack.aclose())
         if connection is not None:
             await within(10, "amqp_close", connection.close())
         await within(5, "http_close", http.close())

@@ -1,8 +1,10 @@
-"""Reply routing: one exclusive reply queue per gateway instance, demultiplexed by correlation id.
+"""Reply routing: one reply queue per gateway process, demultiplexed by correlation id.
 
-Workers publish TokenChunk/ChatDone/ChatError to this instance's queue with
+Workers publish TokenChunk/ChatDone/ChatError to this process's queue with
 ``correlation_id = request_id``; each waiting request owns an ``asyncio.Queue`` registered here.
-The queue is consumed with no-ack: replies are transient and a lost gateway loses its clients anyway.
+The queue is named and outlives a dropped broker connection (see
+:meth:`broker.topology.Topology.reply_queue_arguments`), so streams in flight survive a reconnect;
+it is consumed with no-ack: replies are transient and a lost gateway loses its clients anyway.
 """
 
 from __future__ import annotations
@@ -16,21 +18,36 @@ import structlog
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 
 from broker.messages import Reply, reply_decoder
+from broker.topology import Topology
 
 log = structlog.get_logger(__name__)
 
 
 class ReplyRouter:
-    def __init__(self, channel: AbstractChannel) -> None:
+    def __init__(self, channel: AbstractChannel, queue_name: str, *, expires_seconds: float) -> None:
         self._channel = channel
+        self._queue_name = queue_name
+        self._expires = expires_seconds
         self._queue: AbstractQueue | None = None
         self._pending: dict[str, asyncio.Queue[Reply]] = {}
         self.unroutable = 0
 
     async def start(self) -> None:
-        # Server-named, exclusive, auto-delete: it disappears with this instance's connection.
-        self._queue = await self._channel.declare_queue(exclusive=True, auto_delete=True)
+        self._queue = await self._channel.declare_queue(
+            self._queue_name, durable=True, arguments=Topology.reply_queue_arguments(self._expires)
+        )
         await self._queue.consume(self._on_message, no_ack=True)
+
+    async def close(self) -> None:
+        """Delete the queue now that this process reads no more replies (expiry would, later)."""
+        queue, self._queue = self._queue, None
+        if queue is None:
+            return
+        try:
+            async with asyncio.timeout(5):
+                await queue.delete(if_unused=False, if_empty=False)
+        except Exception as exc:  # the broker is away: x-expires removes the queue instead
+            log.warning("reply_queue_delete_failed", queue=self._queue_name, error=repr(exc))
 
     @property
     def address(self) -> str:

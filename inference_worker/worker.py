@@ -11,82 +11,36 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import itertools
 import time
 import uuid
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Literal, Self
+from typing import Self
 
-import aio_pika
 import aiohttp
 import msgspec
 import structlog
-from aio_pika.abc import (
-    AbstractChannel,
-    AbstractExchange,
-    AbstractIncomingMessage,
-    AbstractQueue,
-    AbstractRobustConnection,
-)
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue, AbstractRobustConnection
 from redis.exceptions import RedisError
 
-from broker.events import publish_session_event
-from broker.messages import (
-    HEADER_REQUEST_ID,
-    ChatDone,
-    ChatError,
-    ChatRequest,
-    SessionEvent,
-    TokenChunk,
-    Usage,
-    cancel_decoder,
-    encoder,
-    request_decoder,
-)
+from broker.messages import ChatDone, ChatRequest, cancel_decoder, request_decoder
 from common.amqp import connect, topology_for
-from common.archive import ArchiveCorrupt, ArchiveStore, ArchiveUnavailable
+from common.archive import ArchiveStore
 from common.health import broker_and_redis_ready
 from common.jobs import JobStore
 from common.keyspace import Keyspace
 from common.redis import RedisClient, open_redis
 from common.runtime import within
 from common.sessions import SessionStore, Turn
-from inference_worker.chunks import ChunkCoalescer
+from inference_worker.generation import Generation, Generator, Progress
+from inference_worker.history import HistoryReader
 from inference_worker.metrics import WorkerMetrics
-from inference_worker.ollama import (
-    NodePool,
-    NoHealthyNode,
-    OllamaClient,
-    OllamaError,
-    OllamaLine,
-    OllamaNode,
-)
+from inference_worker.ollama import NodePool, OllamaClient, OllamaError, OllamaNode
+from inference_worker.replies import ReplyPublisher
 from inference_worker.settings import WorkerSettings
 
 log = structlog.get_logger(__name__)
-
-
-@dataclass(slots=True)
-class Generation:
-    """What a finished generation produced."""
-
-    text: str
-    usage: Usage
-    done_reason: str
-    node: str
-    chunks: int
-
-
-@dataclass(slots=True)
-class Progress:
-    """What a generation produced so far (for partial usage when it is stopped early)."""
-
-    parts: list[str] = field(default_factory=list)
-    tokens: int = 0
-
-    def text(self) -> str:
-        return "".join(self.parts)
 
 
 class InferenceWorker:
@@ -107,11 +61,11 @@ class InferenceWorker:
         self._jobs: JobStore | None = None
         self._connection: AbstractRobustConnection | None = None
         self._consume_channel: AbstractChannel | None = None
-        self._reply_channel: AbstractChannel | None = None
-        self._events: AbstractExchange | None = None
-        self._archive: ArchiveStore | None = None
         self._stack = AsyncExitStack()
         self._ollama: OllamaClient | None = None
+        self._history: HistoryReader | None = None
+        self._generator: Generator | None = None
+        self._replies: ReplyPublisher | None = None
         self._consumer_tag: str | None = None
         self._request_queue: AbstractQueue | None = None
         self._tasks: dict[str, asyncio.Task[None]] = {}
@@ -145,13 +99,24 @@ class InferenceWorker:
             )
         )
         self._ollama = OllamaClient(http, read_timeout=s.ollama_read_timeout)
-        self._archive = await self._stack.enter_async_context(ArchiveStore(s.s3))
+        self._generator = Generator(
+            self.pool,
+            self._ollama,
+            self.metrics,
+            flush_interval=s.chunk_flush_ms / 1000,
+            max_chars=s.chunk_max_chars,
+        )
+        archive = await self._stack.enter_async_context(ArchiveStore(s.s3))
+        self._history = HistoryReader(
+            self._redis, self.keys, self._sessions, archive, window=s.history_window
+        )
         self._connection = await connect(s.common.rabbitmq_url, client_name=f"{s.common.service_name}")
-        self._reply_channel = await self._connection.channel(publisher_confirms=False)
+        reply_channel = await self._connection.channel(publisher_confirms=False)
         self._consume_channel = await self._connection.channel()
         await self._consume_channel.set_qos(prefetch_count=s.concurrency)
         declared = await self.topology.declare(self._consume_channel)
-        self._events = await self._reply_channel.get_exchange(self.topology.events_exchange, ensure=False)
+        events = await reply_channel.get_exchange(self.topology.events_exchange, ensure=False)
+        self._replies = ReplyPublisher(reply_channel, events)
         cancel_queue = await self._consume_channel.declare_queue(exclusive=True, auto_delete=True)
         await cancel_queue.bind(declared.cancel)
         await cancel_queue.consume(self._on_cancel, no_ack=True)
@@ -184,7 +149,6 @@ class InferenceWorker:
             await within(10, "amqp_close", self._connection.close())
             self._connection = None
         await within(10, "http_and_s3_close", self._stack.aclose())  # the Ollama HTTP client and S3
-        self._archive = None
         if self._redis is not None:
             await within(5, "redis_close", self._redis.aclose())
             self._redis = None
@@ -285,7 +249,8 @@ class InferenceWorker:
                 await self._fail(request, generation, reply_to, "deadline_exceeded", "deadline passed")
                 await message.ack()
                 return
-            cancelled, history = await self._prefetch(request)
+            assert self._history is not None
+            cancelled, history = await self._history.prefetch(request)
             if not cancelled and request.job_id:
                 cancelled = await self._start_job(request)
             if cancelled:
@@ -380,7 +345,8 @@ class InferenceWorker:
         progress: Progress | None = None,
     ) -> None:
         """Tell the waiting client (if any) and record the failure on the job (if any)."""
-        await self._publish_error(request, generation, reply_to, code, text)
+        assert self._replies is not None
+        await self._replies.error(request, reply_to, generation, code, text)
         if request.job_id and self._jobs is not None:
             await self._jobs.finish(
                 request.user_id,
@@ -392,175 +358,38 @@ class InferenceWorker:
                 message=text,
             )
 
-    # -- generation ------------------------------------------------------------------------------
-    async def _prefetch(self, request: ChatRequest) -> tuple[bool, list[Turn]]:
-        """The cancel marker and the recent history, in one Redis round trip."""
-        assert self._redis is not None
-        wants_history = bool(request.session_id and request.use_history and self.settings.history_window > 0)
-        async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.exists(self.keys.cancelled(request.request_id))
-            if wants_history:
-                assert request.session_id is not None
-                turns_key = self.keys.session_turns(request.user_id, request.session_id)
-                pipe.lrange(turns_key, -self.settings.history_window, -1)
-            results = await pipe.execute()
-        history = SessionStore.decode_turns(results[1]) if wants_history else []
-        if wants_history and not history and not results[0]:
-            assert request.session_id is not None
-            history = await self._archived_history(request.user_id, request.session_id)
-        return bool(results[0]), history
-
-    @staticmethod
-    def _conversation(request: ChatRequest, history: list[Turn]) -> list[dict[str, str]]:
-        messages = [{"role": t.role, "content": t.content} for t in history]
-        if request.messages:
-            messages.extend({"role": m.role, "content": m.content} for m in request.messages)
-        else:
-            messages.append({"role": "user", "content": request.prompt})
-        return messages
-
-    async def _archived_history(self, user_id: str, session_id: str) -> list[Turn]:
-        """A session resumed after it was archived continues from the archived turns."""
-        assert self._sessions is not None
-        pointer = await self._sessions.pointer(user_id, session_id)
-        if pointer is None or self._archive is None:
-            return []
-        try:
-            document = await self._archive.get(pointer.key)
-        except (ArchiveUnavailable, ArchiveCorrupt) as exc:
-            log.warning("archived_history_unavailable", error=str(exc))
-            return []
-        return [] if document is None else document.turns[-self.settings.history_window :]
-
     async def _generate(
         self, request: ChatRequest, generation: str, reply_to: str, history: list[Turn], progress: Progress
     ) -> Generation:
-        assert self._ollama is not None
-        messages = self._conversation(request, history)
-        seq = 0
-        parts = progress.parts
+        assert self._generator is not None and self._replies is not None
+        replies = self._replies
+        seq = itertools.count()
 
         async def emit(text: str) -> None:
-            nonlocal seq
-            chunk = TokenChunk(
-                request_id=request.request_id,
-                user_id=request.user_id,
-                org_id=request.org_id,
-                generation=generation,
-                seq=seq,
-                content=text,
-            )
-            seq += 1
-            parts.append(text)
-            await self._publish_reply(request, reply_to, encoder.encode(chunk), "token")
+            await replies.chunk(request, reply_to, generation, next(seq), text)
             self.metrics.chunks.inc()
 
-        coalescer = ChunkCoalescer(
-            emit, flush_interval=self.settings.chunk_flush_ms / 1000, max_chars=self.settings.chunk_max_chars
-        )
-        tried: set[str] = set()
-        last_error: OllamaError | None = None
-        options = dict(request.options) if request.options else None
-        try:
-            while True:
-                try:
-                    node = await self.pool.acquire(
-                        request.model, tried, timeout=max(0.1, request.deadline - time.time())
-                    )
-                except NoHealthyNode:
-                    raise last_error or NoHealthyNode("no healthy model node is available") from None
-                tried.add(node.url)
-                t0 = time.monotonic()
-                first = True
-                final: OllamaLine | None = None
-                try:
-                    async with self._ollama.chat(node, request.model, messages, options) as lines:
-                        async for line in lines:
-                            if line.message is not None and line.message.content:
-                                if first:
-                                    elapsed = time.monotonic() - t0
-                                    self.metrics.node_latency.labels(node.url).observe(elapsed)
-                                    self.metrics.ttft.labels(request.model).observe(elapsed)
-                                    first = False
-                                progress.tokens += 1
-                                await coalescer.add(line.message.content)
-                            if line.done:
-                                final = line
-                except OllamaError as exc:
-                    self.metrics.node_failures.labels(node.url, exc.code).inc()
-                    if exc.code in ("model_unavailable", "model_stream_failed"):
-                        self.pool.mark_failed(node)
-                        self.metrics.node_up.labels(node.url).set(0)
-                    if exc.retry_elsewhere and coalescer.emitted_chunks == 0:
-                        coalescer.discard()
-                        progress.tokens = 0
-                        last_error = exc
-                        log.warning("node_failed_retrying", node=node.url, error=exc.code)
-                        continue
-                    raise
-                finally:
-                    await self.pool.release(node)
-                self.pool.mark_ok(node)
-                self.metrics.node_up.labels(node.url).set(1)
-                await coalescer.aclose()
-                assert final is not None
-                usage = Usage(
-                    prompt_tokens=final.prompt_eval_count,
-                    completion_tokens=final.eval_count,
-                    total_duration_ns=final.total_duration,
-                    load_duration_ns=final.load_duration,
-                    prompt_eval_duration_ns=final.prompt_eval_duration,
-                    eval_duration_ns=final.eval_duration,
-                )
-                self.metrics.tokens.labels(request.model).inc(final.eval_count)
-                if final.eval_duration > 0:
-                    self.metrics.tokens_per_second.labels(request.model).observe(
-                        final.eval_count / (final.eval_duration / 1e9)
-                    )
-                return Generation(
-                    text="".join(parts),
-                    usage=usage,
-                    done_reason=final.done_reason or "stop",
-                    node=node.url,
-                    chunks=seq,
-                )
-        finally:
-            coalescer.cancel()
+        messages = HistoryReader.conversation(request, history)
+        return await self._generator.run(request, messages, emit, progress)
 
     async def _finish(self, request: ChatRequest, generation: str, reply_to: str, result: Generation) -> None:
         """Record the turns first, so a follow-up request sent after ``done`` sees this answer."""
-        assert self._sessions is not None
+        assert self._sessions is not None and self._replies is not None
         usage = {
             "prompt_tokens": result.usage.prompt_tokens,
             "completion_tokens": result.usage.completion_tokens,
         }
         if request.session_id and request.record:
-            now = time.time()
-            user_turn = Turn(
-                role="user",
-                content=request.prompt,
-                created_at=request.created_at,
-                request_id=request.request_id,
-            )
-            if request.messages:
-                last_user = next((m for m in reversed(request.messages) if m.role == "user"), None)
-                user_turn.content = last_user.content if last_user else request.prompt
-            assistant = Turn(
-                role="assistant",
-                content=result.text,
-                created_at=now,
-                model=request.model,
-                usage=usage,
-                request_id=request.request_id,
-                finish_reason=result.done_reason,
-            )
             appended = await self._sessions.append(
-                request.user_id, request.org_id, request.session_id, [user_turn, assistant]
+                request.user_id, request.org_id, request.session_id, _turns(request, result, usage)
             )
-            await self._publish_event(request, appended.version, "session.updated")
+            await self._replies.session_event(request, appended.version, "session.updated")
             if appended.spilled >= self.settings.spill_archive_turns:
                 # Turns over the Redis cap wait in the spill list; have the archiver store them now.
-                await self._publish_event(request, appended.version, "session.spilled")
+                await self._replies.session_event(request, appended.version, "session.spilled")
+        if request.job_id and self._jobs is not None:
+            job = request.job_id
+            await self._jobs.finish(request.user_id, job, "done", response=result.text, usage=usage)
         done = ChatDone(
             request_id=request.request_id,
             user_id=request.user_id,
@@ -573,61 +402,27 @@ class InferenceWorker:
             usage=result.usage,
             node=result.node,
         )
-        if request.job_id and self._jobs is not None:
-            await self._jobs.finish(
-                request.user_id,
-                request.job_id,
-                "done",
-                response=result.text,
-                usage=usage,
-            )
-        await self._publish_reply(request, reply_to, encoder.encode(done), "done")
+        await self._replies.done(request, reply_to, done)
 
-    # -- publishing ------------------------------------------------------------------------------
-    async def _publish_reply(self, request: ChatRequest, reply_to: str, body: bytes, kind: str) -> None:
-        if not reply_to:
-            return  # an async job: nobody streams it; the outcome goes to the job record
-        assert self._reply_channel is not None
-        await self._reply_channel.default_exchange.publish(
-            aio_pika.Message(
-                body,
-                content_type="application/json",
-                correlation_id=request.request_id,
-                type=kind,
-                headers={HEADER_REQUEST_ID: request.request_id},
-                delivery_mode=aio_pika.DeliveryMode.NOT_PERSISTENT,
-            ),
-            routing_key=reply_to,
-            mandatory=False,
-        )
 
-    async def _publish_error(
-        self, request: ChatRequest, generation: str, reply_to: str, code: str, text: str
-    ) -> None:
-        error = ChatError(
+def _turns(request: ChatRequest, result: Generation, usage: dict[str, int]) -> list[Turn]:
+    """The user turn (for OpenAI-style requests, their last user message) and the answer."""
+    prompt = request.prompt
+    if request.messages:
+        last_user = next((m for m in reversed(request.messages) if m.role == "user"), None)
+        prompt = last_user.content if last_user else request.prompt
+    return [
+        Turn(role="user", content=prompt, created_at=request.created_at, request_id=request.request_id),
+        Turn(
+            role="assistant",
+            content=result.text,
+            created_at=time.time(),
+            model=request.model,
+            usage=usage,
             request_id=request.request_id,
-            user_id=request.user_id,
-            org_id=request.org_id,
-            generation=generation,
-            error=code,
-            message=text,
-        )
-        await self._publish_reply(request, reply_to, encoder.encode(error), "error")
-
-    async def _publish_event(
-        self, request: ChatRequest, version: int, kind: Literal["session.updated", "session.spilled"]
-    ) -> None:
-        assert self._events is not None and request.session_id
-        event = SessionEvent(
-            event=kind,
-            request_id=request.request_id,
-            user_id=request.user_id,
-            org_id=request.org_id,
-            session_id=request.session_id,
-            version=version,
-            at=time.time(),
-        )
-        await publish_session_event(self._events, event)
+            finish_reason=result.done_reason,
+        ),
+    ]
 
 
 __all__ = ["InferenceWorker"]

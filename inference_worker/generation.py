@@ -1,0 +1,170 @@
+"""One generation: pick a model node, stream its answer out as coalesced chunks, and retry on
+another node only while nothing has reached the client (a half-sent answer cannot be restarted
+without the client seeing text twice)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from broker.messages import ChatRequest, Usage
+from inference_worker.chunks import ChunkCoalescer
+from inference_worker.metrics import WorkerMetrics
+from inference_worker.ollama import (
+    NodePool,
+    NoHealthyNode,
+    OllamaClient,
+    OllamaError,
+    OllamaLine,
+    OllamaNode,
+    StreamFailed,
+)
+
+log = structlog.get_logger(__name__)
+
+Emit = Callable[[str], Awaitable[None]]
+
+
+@dataclass(slots=True)
+class Generation:
+    """What a finished generation produced."""
+
+    text: str
+    usage: Usage
+    done_reason: str
+    node: str
+    chunks: int
+
+
+@dataclass(slots=True)
+class Progress:
+    """What a generation produced so far (for partial usage when it is stopped early)."""
+
+    parts: list[str] = field(default_factory=list)
+    tokens: int = 0
+
+    def text(self) -> str:
+        return "".join(self.parts)
+
+
+class Generator:
+    """Runs generations against the node pool; one instance per worker, shared by all requests."""
+
+    def __init__(
+        self,
+        pool: NodePool,
+        ollama: OllamaClient,
+        metrics: WorkerMetrics,
+        *,
+        flush_interval: float,
+        max_chars: int,
+    ) -> None:
+        self._pool = pool
+        self._ollama = ollama
+        self._metrics = metrics
+        self._flush_interval = flush_interval
+        self._max_chars = max_chars
+
+    async def run(
+        self, request: ChatRequest, messages: list[dict[str, str]], emit: Emit, progress: Progress
+    ) -> Generation:
+        """Stream ``messages`` through a node; ``emit`` gets each chunk, ``progress`` the text so far.
+
+        Raises :class:`OllamaError` when no node could produce the answer.
+        """
+
+        async def flush(text: str) -> None:
+            progress.parts.append(text)
+            await emit(text)
+
+        coalescer = ChunkCoalescer(flush, flush_interval=self._flush_interval, max_chars=self._max_chars)
+        tried: set[str] = set()
+        last_error: OllamaError | None = None
+        options = dict(request.options) if request.options else None
+        try:
+            while True:
+                try:
+                    node = await self._pool.acquire(
+                        request.model, tried, timeout=max(0.1, request.deadline - time.time())
+                    )
+                except NoHealthyNode:
+                    raise last_error or NoHealthyNode("no healthy model node is available") from None
+                tried.add(node.url)
+                try:
+                    final = await self._stream(node, request, messages, options, coalescer, progress)
+                except OllamaError as exc:
+                    self._metrics.node_failures.labels(node.url, exc.code).inc()
+                    if exc.code in ("model_unavailable", "model_stream_failed"):
+                        self._pool.mark_failed(node)
+                        self._metrics.node_up.labels(node.url).set(0)
+                    if exc.retry_elsewhere and coalescer.emitted_chunks == 0:
+                        coalescer.discard()
+                        progress.tokens = 0
+                        last_error = exc
+                        log.warning("node_failed_retrying", node=node.url, error=exc.code)
+                        continue
+                    raise
+                finally:
+                    await self._pool.release(node)
+                self._pool.mark_ok(node)
+                self._metrics.node_up.labels(node.url).set(1)
+                await coalescer.aclose()
+                return self._finished(request, node, final, progress, coalescer.emitted_chunks)
+        finally:
+            coalescer.cancel()
+
+    async def _stream(
+        self,
+        node: OllamaNode,
+        request: ChatRequest,
+        messages: list[dict[str, str]],
+        options: dict[str, Any] | None,
+        coalescer: ChunkCoalescer,
+        progress: Progress,
+    ) -> OllamaLine:
+        """One attempt on one node; returns Ollama's final line (the one with the usage counts)."""
+        t0 = time.monotonic()
+        first = True
+        final: OllamaLine | None = None
+        async with self._ollama.chat(node, request.model, messages, options) as lines:
+            async for line in lines:
+                if line.message is not None and line.message.content:
+                    if first:
+                        elapsed = time.monotonic() - t0
+                        self._metrics.node_latency.labels(node.url).observe(elapsed)
+                        self._metrics.ttft.labels(request.model).observe(elapsed)
+                        first = False
+                    progress.tokens += 1
+                    await coalescer.add(line.message.content)
+                if line.done:
+                    final = line
+        if final is None:
+            raise StreamFailed("the model stream ended without its final line")
+        return final
+
+    def _finished(
+        self, request: ChatRequest, node: OllamaNode, final: OllamaLine, progress: Progress, chunks: int
+    ) -> Generation:
+        self._metrics.tokens.labels(request.model).inc(final.eval_count)
+        if final.eval_duration > 0:
+            self._metrics.tokens_per_second.labels(request.model).observe(
+                final.eval_count / (final.eval_duration / 1e9)
+            )
+        return Generation(
+            text=progress.text(),
+            usage=Usage(
+                prompt_tokens=final.prompt_eval_count,
+                completion_tokens=final.eval_count,
+                total_duration_ns=final.total_duration,
+                load_duration_ns=final.load_duration,
+                prompt_eval_duration_ns=final.prompt_eval_duration,
+                eval_duration_ns=final.eval_duration,
+            ),
+            done_reason=final.done_reason or "stop",
+            node=node.url,
+            chunks=chunks,
+        )
