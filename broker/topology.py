@@ -11,7 +11,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aio_pika
+import structlog
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue
+from aiormq.exceptions import ChannelPreconditionFailed
+
+log = structlog.get_logger(__name__)
 
 EVENT_SESSION_UPDATED = "session.updated"
 EVENT_SESSION_FINISHED = "session.finished"
@@ -115,16 +119,12 @@ class Topology:
         dlx = await channel.declare_exchange(
             self.dead_letter_exchange, aio_pika.ExchangeType.FANOUT, durable=True
         )
-        dlq = await channel.declare_queue(
-            self.dead_letter_queue, durable=True, arguments=self.dead_letter_queue_arguments()
-        )
+        dlq = await _declare_queue(channel, self.dead_letter_queue, self.dead_letter_queue_arguments())
         await dlq.bind(dlx, routing_key="#")
         requests = await channel.declare_exchange(
             self.requests_exchange, aio_pika.ExchangeType.DIRECT, durable=True
         )
-        request_queue = await channel.declare_queue(
-            self.requests_queue, durable=True, arguments=self.request_queue_arguments()
-        )
+        request_queue = await _declare_queue(channel, self.requests_queue, self.request_queue_arguments())
         await request_queue.bind(requests, routing_key=REQUEST_ROUTING_KEY)
         cancel = await channel.declare_exchange(
             self.cancel_exchange, aio_pika.ExchangeType.FANOUT, durable=True
@@ -132,14 +132,10 @@ class Topology:
         events = await channel.declare_exchange(
             self.events_exchange, aio_pika.ExchangeType.TOPIC, durable=True
         )
-        archiver = await channel.declare_queue(
-            self.archiver_queue, durable=True, arguments=self.archiver_queue_arguments()
-        )
+        archiver = await _declare_queue(channel, self.archiver_queue, self.archiver_queue_arguments())
         for key in ARCHIVER_EVENTS:
             await archiver.bind(events, routing_key=key)
-        await channel.declare_queue(
-            self.archiver_retry_queue, durable=True, arguments=self.archiver_retry_queue_arguments()
-        )
+        await _declare_queue(channel, self.archiver_retry_queue, self.archiver_retry_queue_arguments())
         return DeclaredTopology(
             requests=requests,
             request_queue=request_queue,
@@ -229,3 +225,19 @@ class DeclaredTopology:
     events: AbstractExchange
     archiver_queue: AbstractQueue
     dead_letter_queue: AbstractQueue
+
+
+async def _declare_queue(channel: AbstractChannel, name: str, arguments: dict[str, Any]) -> AbstractQueue:
+    """Declare a durable queue; if it exists with other arguments, use it as it is.
+
+    RabbitMQ never changes a queue's arguments on redeclare, it refuses (PRECONDITION_FAILED).
+    Changing ``REQUEST_QUEUE_MAX_LENGTH`` on a live system must not crash-loop every service, so
+    the existing queue is kept and the difference logged; the new limits take effect through a
+    policy or when the drained queue is recreated (README, "Changing queue limits").
+    """
+    try:
+        return await channel.declare_queue(name, durable=True, arguments=arguments)
+    except ChannelPreconditionFailed as exc:
+        log.error("queue_arguments_differ", queue=name, wanted=arguments, broker_said=str(exc))
+        await channel.reopen()  # the broker closed the channel with the error
+        return await channel.declare_queue(name, passive=True)

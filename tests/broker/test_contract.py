@@ -8,6 +8,8 @@ from typing import Any
 
 import aio_pika
 import msgspec
+from aio_pika.exceptions import DeliveryError
+from structlog.testing import capture_logs
 
 from broker.contract import ASYNCAPI_PATH, DEFINITIONS_PATH, asyncapi, render
 from broker.messages import ChatRequest, TokenChunk, reply_decoder, request_decoder
@@ -48,6 +50,29 @@ async def test_topology_declares_idempotently_and_matches_definitions(amqp: Any,
     for queue in topology.definitions()["queues"]:
         declared = await channel.declare_queue(queue["name"], passive=True)
         assert declared.name == queue["name"]
+
+
+async def test_changed_queue_limits_keep_the_live_queue_instead_of_failing(amqp: Any, namespace: str) -> None:
+    channel = await amqp.channel()
+    await Topology(namespace, QueueLimits(max_length=3)).declare(channel)
+    with capture_logs() as logs:
+        # A redeploy with a new REQUEST_QUEUE_MAX_LENGTH: services still start.
+        declared = await Topology(namespace, QueueLimits(max_length=50, delivery_limit=2)).declare(channel)
+    differ = [e for e in logs if e["event"] == "queue_arguments_differ"]
+    assert [e["queue"] for e in differ] == [f"{namespace}.requests", f"{namespace}.archiver"]
+    assert all(e["log_level"] == "error" for e in differ)
+
+    # The queue in use is the live one, with its original limit (quorum queues overshoot by one).
+    outcomes = []
+    for i in range(10):
+        try:
+            await declared.requests.publish(aio_pika.Message(b"{}", message_id=str(i)), routing_key="chat")
+        except DeliveryError:
+            outcomes.append("refused")
+        else:
+            outcomes.append("accepted")
+    assert 3 <= outcomes.count("accepted") <= 4
+    assert outcomes[-1] == "refused"
 
 
 async def test_invalid_request_is_dead_lettered_not_retried(worker: Any, amqp: Any, namespace: str) -> None:
