@@ -19,6 +19,7 @@ from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 
 from broker.messages import Reply, reply_decoder
 from broker.topology import Topology
+from common.runtime import within
 
 log = structlog.get_logger(__name__)
 
@@ -44,8 +45,7 @@ class ReplyRouter:
         if queue is None:
             return
         try:
-            async with asyncio.timeout(5):
-                await queue.delete(if_unused=False, if_empty=False)
+            await within(5, "reply_queue_delete", queue.delete(if_unused=False, if_empty=False))
         except Exception as exc:  # the broker is away: x-expires removes the queue instead
             log.warning("reply_queue_delete_failed", queue=self._queue_name, error=repr(exc))
 

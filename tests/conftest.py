@@ -22,7 +22,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
-from helpers import SERVER_SHUTDOWN_SECONDS, KeyPair, simulator_url, start_client
+from helpers import KeyPair, simulator_url, start_client, start_server
 from rediscluster import LocalRedisCluster
 from s3server import MotoServer
 
@@ -179,8 +179,7 @@ def sim_config() -> SimulatorConfig:
 
 @pytest.fixture
 async def simulator(sim_config: SimulatorConfig) -> AsyncIterator[TestServer]:
-    server = TestServer(create_simulator_app(sim_config))  # TestServer enables handler_cancellation
-    await server.start_server(shutdown_timeout=SERVER_SHUTDOWN_SECONDS)
+    server = await start_server(create_simulator_app(sim_config))  # TestServer: handler_cancellation
     yield server
     await server.close()
 

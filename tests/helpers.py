@@ -99,11 +99,12 @@ def simulator_url(server: Any) -> str:
 
 # In-process servers: a handler still running at close (a stream whose client is gone) may hold a
 # server's close for aiohttp's default 60 s; tests give it a few seconds, then it is cancelled.
+# Start every in-process server through these.
 SERVER_SHUTDOWN_SECONDS = 3.0
 
 
-async def start_server(app: web.Application) -> TestServer:
-    server = TestServer(app)
+async def start_server(app: web.Application, port: int | None = None) -> TestServer:
+    server = TestServer(app, port=port)
     await server.start_server(shutdown_timeout=SERVER_SHUTDOWN_SECONDS)
     return server
 

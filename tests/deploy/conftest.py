@@ -28,7 +28,7 @@ from deploy_support import (
     haproxy_env,
     write_self_signed,
 )
-from helpers import SERVER_SHUTDOWN_SECONDS, KeyPair
+from helpers import KeyPair, start_server
 
 from auth.app import create_app as create_auth_app
 from auth.settings import AuthSettings
@@ -90,8 +90,7 @@ async def auth_server(base_env: dict[str, str], keys: KeyPair) -> AsyncIterator[
             "AUTH_TRUSTED_PROXY_COUNT": "1",
         }
     )
-    server = TestServer(create_auth_app(settings))
-    await server.start_server(shutdown_timeout=SERVER_SHUTDOWN_SECONDS)
+    server = await start_server(create_auth_app(settings))
     yield server
     await server.close()
 
@@ -139,7 +138,6 @@ async def upstream() -> AsyncIterator[TestServer]:
     app = web.Application()
     app.router.add_get("/ready", ready)
     app.router.add_route("*", "/{tail:.*}", echo)
-    server = TestServer(app)
-    await server.start_server(shutdown_timeout=SERVER_SHUTDOWN_SECONDS)
+    server = await start_server(app)
     yield server
     await server.close()

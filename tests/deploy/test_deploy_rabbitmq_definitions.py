@@ -12,9 +12,8 @@ from types import ModuleType
 from typing import Any
 
 from aiohttp import web
-from aiohttp.test_utils import TestServer
 from deploy_support import ROOT
-from helpers import SERVER_SHUTDOWN_SECONDS
+from helpers import start_server
 
 SCRIPT = ROOT / "compose" / "rabbitmq_definitions.py"
 
@@ -81,8 +80,7 @@ async def test_imports_through_the_management_api_retrying_while_it_starts() -> 
 
     app = web.Application()
     app.router.add_post("/api/definitions", definitions)
-    server = TestServer(app)
-    await server.start_server(shutdown_timeout=SERVER_SHUTDOWN_SECONDS)
+    server = await start_server(app)
     try:
         code, output = await run_script(str(server.make_url("")), "pw-for-the-test")
         assert code == 0, output

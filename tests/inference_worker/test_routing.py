@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestServer
-from helpers import SERVER_SHUTDOWN_SECONDS, KeyPair, auth_header, wait_for
+from helpers import KeyPair, auth_header, start_server, wait_for
 
 from inference_worker.simulator import STATE_KEY, SimulatorConfig, create_simulator_app
 
@@ -20,11 +20,9 @@ async def nodes() -> AsyncIterator[NodeFactory]:
     servers: list[TestServer] = []
 
     async def start(port: int | None = None, **config: Any) -> TestServer:
-        server = TestServer(
-            create_simulator_app(SimulatorConfig(**{"ttft_ms": 2, "tokens_per_second": 0, **config})),
-            port=port,
+        server = await start_server(
+            create_simulator_app(SimulatorConfig(**{"ttft_ms": 2, "tokens_per_second": 0, **config})), port
         )
-        await server.start_server(shutdown_timeout=SERVER_SHUTDOWN_SECONDS)
         servers.append(server)
         return server
 

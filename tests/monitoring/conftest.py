@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestServer
-from helpers import SERVER_SHUTDOWN_SECONDS, KeyPair
+from helpers import KeyPair, start_server
 from monitoring_support import ROOT, System, drive_traffic, free_port
 from s3server import MotoServer
 
@@ -137,8 +137,7 @@ async def archive_s3() -> AsyncIterator[MotoServer]:
 @pytest.fixture
 async def auth_service(base_env: dict[str, str]) -> AsyncIterator[TestServer]:
     settings = AuthSettings.from_env({**base_env, "AUTH_BCRYPT_ROUNDS": "4", "AUTH_HASH_WORKERS": "2"})
-    server = TestServer(create_auth_app(settings))
-    await server.start_server(shutdown_timeout=SERVER_SHUTDOWN_SECONDS)
+    server = await start_server(create_auth_app(settings))
     yield server
     await server.close()
 
@@ -163,9 +162,10 @@ async def system(
         ARCHIVE_WRITE_ATTEMPTS="1",
         SWEEP_INTERVAL_SECONDS="0.5",
     )
-    servers = [TestServer(create_worker_health_app(worker)), TestServer(create_archiver_health_app(archiver))]
-    for server in servers:
-        await server.start_server(shutdown_timeout=SERVER_SHUTDOWN_SECONDS)
+    servers = [
+        await start_server(create_worker_health_app(worker)),
+        await start_server(create_archiver_health_app(archiver)),
+    ]
     try:
         yield System(
             gateway=gateway,
