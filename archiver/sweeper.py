@@ -18,7 +18,7 @@ from broker.events import publish_session_event
 from broker.messages import SessionEvent
 from common.keyspace import Keyspace
 from common.redis import RedisClient
-from common.sessions import SessionStore
+from common.sessions import Ended, SessionStore
 
 log = structlog.get_logger(__name__)
 
@@ -78,17 +78,17 @@ class IdleSweeper:
                 if meta.state != "ended" or meta.last_activity > cutoff - max(self._idle, 300.0):
                     continue
                 # Ended long ago and still here: announce again (archiving is idempotent).
-                result = (meta.version, meta.org_id, meta.last_request_id)
-            version, org_id, last_request_id = result
+                result = Ended(meta.version, meta.org_id, meta.last_request_id, meta.last_trace_id)
             event = SessionEvent(
                 event="session.finished",
-                # The last chat's id: one request can be followed from the gateway to the archive.
-                request_id=last_request_id or f"sweep-{uuid.uuid4().hex[:12]}",
+                # The last chat's ids: one request can be followed from the gateway to the archive.
+                request_id=result.last_request_id or f"sweep-{uuid.uuid4().hex[:12]}",
                 user_id=user_id,
-                org_id=org_id,
+                org_id=result.org_id,
                 session_id=session_id,
-                version=version,
+                version=result.version,
                 at=time.time(),
+                trace_id=result.last_trace_id,
             )
             await publish_session_event(self._events, event)
             self._metrics.swept.inc()

@@ -24,7 +24,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt,
 from archiver.metrics import ArchiverMetrics
 from archiver.settings import ArchiverSettings
 from archiver.sweeper import IdleSweeper
-from broker.messages import HEADER_REQUEST_ID, SessionEvent, event_decoder
+from broker.messages import HEADER_REQUEST_ID, HEADER_TRACE_ID, SessionEvent, event_decoder
 from common.amqp import connect, topology_for
 from common.archive import (
     ArchiveCorrupt,
@@ -146,7 +146,9 @@ class Archiver:
             log.warning("archive_event_rejected", error=str(exc))
             await message.reject(requeue=False)
             return
-        structlog.contextvars.bind_contextvars(request_id=event.request_id, session_id=event.session_id)
+        structlog.contextvars.bind_contextvars(
+            request_id=event.request_id, trace_id=event.trace_id, session_id=event.session_id
+        )
         try:
             if event.event not in ("session.finished", "session.spilled"):
                 await message.ack()
@@ -170,7 +172,7 @@ class Archiver:
             with contextlib.suppress(Exception):
                 await self._defer(message, event)
         finally:
-            structlog.contextvars.unbind_contextvars("request_id", "session_id")
+            structlog.contextvars.unbind_contextvars("request_id", "trace_id", "session_id")
 
     async def _defer(self, message: AbstractIncomingMessage, event: SessionEvent) -> None:
         """Park the event in the delay queue (exponential back-off), then ack the original."""
@@ -184,7 +186,11 @@ class Archiver:
                     message.body,
                     content_type="application/json",
                     type=event.event,
-                    headers={ATTEMPTS_HEADER: attempts, HEADER_REQUEST_ID: event.request_id},
+                    headers={
+                        ATTEMPTS_HEADER: attempts,
+                        HEADER_REQUEST_ID: event.request_id,
+                        HEADER_TRACE_ID: event.trace_id,
+                    },
                     delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
                     expiration=delay,
                 ),

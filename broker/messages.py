@@ -1,6 +1,9 @@
 """Typed messages on the broker, shared by producers and consumers.
 
 Every message is JSON with ``schema_version``, ``request_id``, ``user_id`` and ``org_id``.
+``request_id`` is the routing identity (AMQP ``correlation_id``, job id, cancel target): the
+gateway generates it (128 random bits) and never takes it from a client. A client's
+``X-Request-ID`` travels as ``trace_id`` only: logged and propagated, never used to route or own.
 Readers ignore unknown fields, so adding a field is a compatible change; removing or retyping
 one bumps ``SCHEMA_VERSION``. Replies are a tagged union on the ``type`` field.
 """
@@ -21,7 +24,8 @@ ERROR = "error"
 CANCEL = "cancel"
 
 # Headers carried on every message so a request can be followed across hops.
-HEADER_REQUEST_ID = "x-request-id"
+HEADER_REQUEST_ID = "x-request-id"  # the server-generated request id (routing identity)
+HEADER_TRACE_ID = "x-trace-id"  # the caller's trace id (X-Request-ID), for logs only
 HEADER_TRACEPARENT = "traceparent"
 
 
@@ -55,6 +59,7 @@ class ChatRequest(msgspec.Struct, kw_only=True, tag=CHAT_REQUEST, tag_field="typ
     record: bool = True
     options: dict[str, float | int | str | bool] | None = None
     job_id: str | None = None
+    trace_id: str = ""
 
 
 class Usage(msgspec.Struct, kw_only=True):
@@ -120,6 +125,7 @@ class Cancel(msgspec.Struct, kw_only=True, tag=CANCEL, tag_field="type"):
     user_id: str
     org_id: str
     reason: Literal["client_disconnected", "deadline_exceeded", "user_cancelled"]
+    trace_id: str = ""
 
 
 class SessionEvent(msgspec.Struct, kw_only=True, tag="session.event", tag_field="type"):
@@ -137,6 +143,7 @@ class SessionEvent(msgspec.Struct, kw_only=True, tag="session.event", tag_field=
     session_id: str
     version: int
     at: float
+    trace_id: str = ""
 
 
 encoder = msgspec.json.Encoder()

@@ -10,7 +10,7 @@ archiver stores and then clears.
 from __future__ import annotations
 
 import time
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import msgspec
 
@@ -27,6 +27,7 @@ class Turn(msgspec.Struct, kw_only=True, omit_defaults=True):
     model: str | None = None
     usage: dict[str, int] | None = None
     request_id: str | None = None
+    trace_id: str | None = None
     finish_reason: str | None = None
 
 
@@ -42,6 +43,16 @@ class SessionMeta(msgspec.Struct, kw_only=True):
     state: SessionState = "active"
     spilled: int = 0
     last_request_id: str = ""
+    last_trace_id: str = ""
+
+
+class Ended(NamedTuple):
+    """A session this call ended, with the last chat's ids so its announcement can be traced."""
+
+    version: int
+    org_id: str
+    last_request_id: str
+    last_trace_id: str
 
 
 class ArchivePointer(msgspec.Struct, kw_only=True):
@@ -73,13 +84,13 @@ _turn_decoder = msgspec.json.Decoder(Turn)
 _pointer_decoder = msgspec.json.Decoder(ArchivePointer)
 
 # KEYS: turns, meta, index, spill, tombstone.
-# ARGV: now, max_turns, max_bytes, org_id, title, sid, request id, turns...
+# ARGV: now, max_turns, max_bytes, org_id, title, sid, request id, trace id, turns...
 _APPEND = """
 local turns_key, meta_key, index_key, spill_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local now, max_turns, max_bytes = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 redis.call('DEL', KEYS[5])
 local added = 0
-for i = 8, #ARGV do
+for i = 9, #ARGV do
   redis.call('RPUSH', turns_key, ARGV[i])
   added = added + #ARGV[i]
 end
@@ -97,7 +108,7 @@ redis.call('HSETNX', meta_key, 'created_at', now)
 redis.call('HSETNX', meta_key, 'org_id', ARGV[4])
 redis.call('HSETNX', meta_key, 'title', ARGV[5])
 redis.call('HSET', meta_key, 'last_activity', now, 'turns', length, 'state', 'active')
-redis.call('HSET', meta_key, 'last_request_id', ARGV[7])
+redis.call('HSET', meta_key, 'last_request_id', ARGV[7], 'last_trace_id', ARGV[8])
 local version = redis.call('HINCRBY', meta_key, 'version', 1)
 redis.call('ZADD', index_key, now, ARGV[6])
 return {version, redis.call('LLEN', spill_key)}
@@ -113,8 +124,8 @@ if ARGV[1] ~= '' then
   if last > tonumber(ARGV[1]) then return nil end
 end
 redis.call('HSET', KEYS[1], 'state', 'ended')
-local fields = redis.call('HMGET', KEYS[1], 'version', 'org_id', 'last_request_id')
-return {fields[1], fields[2] or '', fields[3] or ''}
+local fields = redis.call('HMGET', KEYS[1], 'version', 'org_id', 'last_request_id', 'last_trace_id')
+return {fields[1], fields[2] or '', fields[3] or '', fields[4] or ''}
 """
 
 # KEYS: turns, meta, spill, archive hash.
@@ -162,6 +173,7 @@ def _meta(user_id: str, session_id: str, raw: dict[Any, Any]) -> SessionMeta | N
         version=int(fields.get("version", "0")),
         state="ended" if state == "ended" else "active",
         last_request_id=fields.get("last_request_id", ""),
+        last_trace_id=fields.get("last_trace_id", ""),
     )
 
 
@@ -257,6 +269,7 @@ class SessionStore:
             title,
             session_id,
             next((t.request_id for t in turns if t.request_id), ""),
+            next((t.trace_id for t in turns if t.trace_id), ""),
             *(_encoder.encode(t) for t in turns),
         ]
         keys = [
@@ -270,13 +283,11 @@ class SessionStore:
         await self._redis.zadd(self._keys.session_activity(), {f"{user_id}/{session_id}": now})
         return AppendResult(int(version), int(spilled))
 
-    async def end(
-        self, user_id: str, session_id: str, *, idle_cutoff: float | None = None
-    ) -> tuple[int, str, str] | None:
+    async def end(self, user_id: str, session_id: str, *, idle_cutoff: float | None = None) -> Ended | None:
         """Mark the session ended; with ``idle_cutoff`` only an active one idle since then.
 
-        Returns (version, org_id, last request id) when this call ended it, so exactly one caller
-        announces it (and the announcement carries the last chat's id, for tracing).
+        Returns what it ended when this call ended it, so exactly one caller announces it (and
+        the announcement carries the last chat's ids, for tracing).
         """
         result = await self._end(
             keys=[self._keys.session_meta(user_id, session_id)],
@@ -284,7 +295,7 @@ class SessionStore:
         )
         if result is None:
             return None
-        return int(result[0]), _text(result[1]), _text(result[2])
+        return Ended(int(result[0]), _text(result[1]), _text(result[2]), _text(result[3]))
 
     async def finish_archive(self, snapshot: Snapshot, pointer: ArchivePointer, *, remove: bool) -> bool:
         """After the object is stored and verified: clear the archived spill, record the pointer,

@@ -11,7 +11,7 @@ from aiohttp import web
 from broker.messages import ChatDone, ChatRequest
 from common.http import json_response, read_json
 from gateway.jobs import job_request, submit_job
-from gateway.state import STATE_KEY, principal_of, request_id_of
+from gateway.state import STATE_KEY, principal_of, request_id_of, trace_id_of
 from gateway.streaming import Answer, relay
 from gateway.validation import ChatBody, check_model, check_prompt, check_session_id
 
@@ -70,7 +70,13 @@ async def chat(request: web.Request) -> web.StreamResponse:
     model = check_model(body.model, default=s.default_model, allowed=await state.models())
     if body.run_async:
         job = job_request(
-            state, principal, request_id_of(request), prompt=prompt, model=model, session_id=session_id
+            state,
+            principal,
+            request_id_of(request),
+            prompt=prompt,
+            model=model,
+            session_id=session_id,
+            trace_id=trace_id_of(request),
         )
         return await submit_job(state, request, job)
     now = time.time()
@@ -84,6 +90,7 @@ async def chat(request: web.Request) -> web.StreamResponse:
         stream=body.stream,
         deadline=now + s.chat_deadline,
         created_at=now,
+        trace_id=trace_id_of(request),
     )
     result = await relay(state, request, chat_request, NativeSse() if body.stream else None)
     if isinstance(result, Answer):

@@ -14,7 +14,7 @@ from broker.messages import Cancel, ChatMessage, ChatRequest
 from common.http import ApiError, json_response, read_json
 from common.jobs import TERMINAL, Job
 from gateway.publisher import NotQueued
-from gateway.state import STATE_KEY, GatewayState, principal_of, request_id_of
+from gateway.state import STATE_KEY, GatewayState, principal_of, request_id_of, trace_id_of
 from gateway.streaming import not_queued_error
 from gateway.tokens import Principal
 from gateway.validation import JobBody, check_model, check_prompt, check_session_id, sanitize_prompt
@@ -72,7 +72,9 @@ def job_request(
     model: str,
     session_id: str | None,
     messages: list[ChatMessage] | None = None,
+    trace_id: str = "",
 ) -> ChatRequest:
+    """A job's ChatRequest; ``request_id`` (server-generated) is also the job id."""
     now = time.time()
     return ChatRequest(
         request_id=request_id,
@@ -88,6 +90,7 @@ def job_request(
         use_history=messages is None,
         record=session_id is not None,
         job_id=request_id,
+        trace_id=trace_id,
     )
 
 
@@ -114,6 +117,7 @@ async def create_job(request: web.Request) -> web.Response:
         model=model,
         session_id=session_id,
         messages=messages,
+        trace_id=trace_id_of(request),
     )
     return await submit_job(state, request, chat_request)
 
@@ -145,7 +149,11 @@ async def cancel_job(request: web.Request) -> web.Response:
         raise ApiError(409, "job_finished", f"the job already ended ({job.status})")
     await state.cancel(
         Cancel(
-            request_id=job_id, user_id=principal.user_id, org_id=principal.org_id, reason="user_cancelled"
+            request_id=job_id,
+            user_id=principal.user_id,
+            org_id=principal.org_id,
+            reason="user_cancelled",
+            trace_id=trace_id_of(request),
         ),
         time.time() + state.settings.job_deadline,
     )

@@ -18,7 +18,7 @@ from aiohttp.typedefs import Handler
 
 from broker.messages import ChatDone, ChatMessage, ChatRequest
 from common.http import ApiError, json_response, read_json
-from gateway.state import STATE_KEY, principal_of, request_id_of
+from gateway.state import STATE_KEY, principal_of, request_id_of, trace_id_of
 from gateway.streaming import Answer, relay
 from gateway.validation import check_model, check_session_id, sanitize_prompt
 
@@ -176,6 +176,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         use_history=False,
         record=session_id is not None,
         options=_options(body),
+        trace_id=trace_id_of(request),
     )
     completion_id = f"chatcmpl-{request_id}"
     created = int(now)

@@ -9,7 +9,15 @@ from aio_pika.abc import AbstractChannel, AbstractExchange
 from aio_pika.exceptions import DeliveryError, PublishError
 from aiormq.exceptions import AMQPError, ChannelInvalidStateError
 
-from broker.messages import CANCEL, CHAT_REQUEST, HEADER_REQUEST_ID, Cancel, ChatRequest, encoder
+from broker.messages import (
+    CANCEL,
+    CHAT_REQUEST,
+    HEADER_REQUEST_ID,
+    HEADER_TRACE_ID,
+    Cancel,
+    ChatRequest,
+    encoder,
+)
 from broker.topology import REQUEST_ROUTING_KEY
 
 
@@ -58,7 +66,7 @@ class RequestPublisher:
             expiration=ttl_ms / 1000,
             timestamp=request.created_at,
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            headers={HEADER_REQUEST_ID: request.request_id},
+            headers={HEADER_REQUEST_ID: request.request_id, HEADER_TRACE_ID: request.trace_id},
         )
         try:
             await self._requests.publish(
@@ -76,7 +84,7 @@ class RequestPublisher:
                 encoder.encode(cancel),
                 content_type="application/json",
                 type=CANCEL,
-                headers={HEADER_REQUEST_ID: cancel.request_id},
+                headers={HEADER_REQUEST_ID: cancel.request_id, HEADER_TRACE_ID: cancel.trace_id},
             ),
             routing_key="",
             mandatory=False,

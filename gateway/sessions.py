@@ -18,7 +18,7 @@ from broker.messages import SessionEvent
 from common.archive import ArchiveCorrupt, ArchiveUnavailable, merge_turns
 from common.http import ApiError, json_response
 from common.sessions import ArchivePointer, SessionMeta, Turn
-from gateway.state import STATE_KEY, GatewayState, principal_of, request_id_of
+from gateway.state import STATE_KEY, GatewayState, principal_of, request_id_of, trace_id_of
 from gateway.validation import check_session_id
 
 MAX_PAGE = 100
@@ -119,13 +119,26 @@ async def end_own_session(request: web.Request) -> web.Response:
         if await state.sessions.pointer(principal.user_id, session_id) is not None:
             return json_response({"session_id": session_id, "state": "archived"})
         raise ApiError(404, "session_not_found", "no such session")
-    version, org_id, _ = ended
-    await _announce_finished(state, request_id_of(request), principal.user_id, org_id, session_id, version)
+    await _announce_finished(
+        state,
+        request_id_of(request),
+        trace_id_of(request),
+        principal.user_id,
+        ended.org_id,
+        session_id,
+        ended.version,
+    )
     return json_response({"session_id": session_id, "state": "ended"}, status=202)
 
 
 async def _announce_finished(
-    state: GatewayState, request_id: str, user_id: str, org_id: str, session_id: str, version: int
+    state: GatewayState,
+    request_id: str,
+    trace_id: str,
+    user_id: str,
+    org_id: str,
+    session_id: str,
+    version: int,
 ) -> None:
     event = SessionEvent(
         event="session.finished",
@@ -135,6 +148,7 @@ async def _announce_finished(
         session_id=session_id,
         version=version,
         at=time.time(),
+        trace_id=trace_id,
     )
     await publish_session_event(state.events, event)
 

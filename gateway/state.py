@@ -111,7 +111,9 @@ class GatewayState:
         except Exception as exc:
             log.warning("cancel_publish_failed", request_id=cancel.request_id, error=str(exc))
         try:
-            await self.redis.set(self.keys.cancelled(cancel.request_id), cancel.reason, ex=ttl)
+            await self.redis.set(
+                self.keys.cancelled(cancel.user_id, cancel.request_id), cancel.reason, ex=ttl
+            )
         except Exception as exc:
             log.warning("cancel_mark_failed", request_id=cancel.request_id, error=str(exc))
 
@@ -120,6 +122,7 @@ STATE_KEY = web.AppKey("state", GatewayState)
 AMQP_KEY = web.AppKey("amqp", AbstractRobustConnection)
 PRINCIPAL_KEY = web.RequestKey("principal", Principal)
 REQUEST_ID_KEY = web.RequestKey("request_id", str)
+TRACE_ID_KEY = web.RequestKey("trace_id", str)
 VERDICT_KEY = web.RequestKey("rate_limit_verdict", Verdict)
 
 
@@ -129,8 +132,13 @@ def principal_of(request: web.Request) -> Principal:
 
 
 def request_id_of(request: web.Request) -> str:
-    """This request's id (set by the request-id middleware; propagated over the broker)."""
+    """This request's server-generated id: the correlation id, job id and cancel target."""
     return request[REQUEST_ID_KEY]
+
+
+def trace_id_of(request: web.Request) -> str:
+    """The caller's ``X-Request-ID`` (or the request id): for logs and message headers only."""
+    return request[TRACE_ID_KEY]
 
 
 __all__ = [
@@ -138,8 +146,10 @@ __all__ = [
     "PRINCIPAL_KEY",
     "REQUEST_ID_KEY",
     "STATE_KEY",
+    "TRACE_ID_KEY",
     "GatewayState",
     "Principal",
     "principal_of",
     "request_id_of",
+    "trace_id_of",
 ]

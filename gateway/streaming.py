@@ -70,7 +70,7 @@ async def relay(
     loop = asyncio.get_running_loop()
     started = loop.time()
     stream_label = "true" if fmt is not None else "false"
-    with state.router.subscribe(chat_request.request_id) as replies:
+    with state.router.subscribe(chat_request.request_id, chat_request.user_id) as replies:
         try:
             await state.publisher.publish_request(chat_request, state.router.address)
         except NotQueued as exc:
@@ -126,6 +126,7 @@ class _Relay:
             user_id=self.chat_request.user_id,
             org_id=self.chat_request.org_id,
             reason=reason,  # type: ignore[arg-type]
+            trace_id=self.chat_request.trace_id,
         )
         self.state.metrics.cancels.labels(reason).inc()
         self.state.spawn(self.state.cancel(cancel, self.chat_request.deadline))

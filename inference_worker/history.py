@@ -34,7 +34,7 @@ class HistoryReader:
         """Whether the request was cancelled before it started, and its recent history: one round trip."""
         wants_history = bool(request.session_id and request.use_history and self._window > 0)
         async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.exists(self._keys.cancelled(request.request_id))
+            pipe.exists(self._keys.cancelled(request.user_id, request.request_id))
             if wants_history:
                 assert request.session_id is not None
                 pipe.lrange(self._keys.session_turns(request.user_id, request.session_id), -self._window, -1)

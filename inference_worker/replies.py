@@ -13,6 +13,7 @@ from aio_pika.abc import AbstractChannel, AbstractExchange
 from broker.events import publish_session_event
 from broker.messages import (
     HEADER_REQUEST_ID,
+    HEADER_TRACE_ID,
     ChatDone,
     ChatError,
     ChatRequest,
@@ -68,6 +69,7 @@ class ReplyPublisher:
             session_id=request.session_id,
             version=version,
             at=time.time(),
+            trace_id=request.trace_id,
         )
         await publish_session_event(self._events, event)
 
@@ -80,7 +82,7 @@ class ReplyPublisher:
                 content_type="application/json",
                 correlation_id=request.request_id,
                 type=kind,
-                headers={HEADER_REQUEST_ID: request.request_id},
+                headers={HEADER_REQUEST_ID: request.request_id, HEADER_TRACE_ID: request.trace_id},
                 delivery_mode=aio_pika.DeliveryMode.NOT_PERSISTENT,
             ),
             routing_key=reply_to,

@@ -68,8 +68,9 @@ class InferenceWorker:
         self._replies: ReplyPublisher | None = None
         self._consumer_tag: str | None = None
         self._request_queue: AbstractQueue | None = None
-        self._tasks: dict[str, asyncio.Task[None]] = {}
-        self._cancel_reasons: dict[str, str] = {}
+        # Running generations by (owner, request id): a cancel stops only its own user's request.
+        self._tasks: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self._cancel_reasons: dict[tuple[str, str], str] = {}
         self._probe_task: asyncio.Task[None] | None = None
         self.metrics.slots.set(settings.concurrency)
 
@@ -213,14 +214,16 @@ class InferenceWorker:
             log.warning("request_rejected_no_reply_to", request_id=request.request_id)
             await message.reject(requeue=False)
             return
+        key = (request.user_id, request.request_id)
         task = asyncio.get_running_loop().create_task(self._handle(message, request))
-        self._tasks[request.request_id] = task
+        self._tasks[key] = task
         self.metrics.busy_slots.set(len(self._tasks))
-        task.add_done_callback(functools.partial(self._forget, request.request_id))
+        task.add_done_callback(functools.partial(self._forget, key))
 
-    def _forget(self, request_id: str, _task: asyncio.Task[None]) -> None:
-        self._tasks.pop(request_id, None)
-        self._cancel_reasons.pop(request_id, None)
+    def _forget(self, key: tuple[str, str], task: asyncio.Task[None]) -> None:
+        if self._tasks.get(key) is task:  # a redelivered copy may have taken the slot meanwhile
+            del self._tasks[key]
+            self._cancel_reasons.pop(key, None)
         self.metrics.busy_slots.set(len(self._tasks))
 
     async def _on_cancel(self, message: AbstractIncomingMessage) -> None:
@@ -229,13 +232,16 @@ class InferenceWorker:
         except (msgspec.ValidationError, msgspec.DecodeError):
             log.warning("cancel_ignored_invalid")
             return
-        task = self._tasks.get(cancel.request_id)
+        key = (cancel.user_id, cancel.request_id)
+        task = self._tasks.get(key)
         if task is not None and not task.done():
-            self._cancel_reasons[cancel.request_id] = cancel.reason
+            self._cancel_reasons[key] = cancel.reason
             task.cancel(msg="cancelled")
 
     async def _handle(self, message: AbstractIncomingMessage, request: ChatRequest) -> None:
-        structlog.contextvars.bind_contextvars(request_id=request.request_id, user_id=request.user_id)
+        structlog.contextvars.bind_contextvars(
+            request_id=request.request_id, trace_id=request.trace_id, user_id=request.user_id
+        )
         generation = uuid.uuid4().hex[:12]
         reply_to = message.reply_to or ""
         started = time.time()
@@ -292,7 +298,7 @@ class InferenceWorker:
             )
             await message.ack()
         except asyncio.CancelledError:
-            reason = self._cancel_reasons.get(request.request_id)
+            reason = self._cancel_reasons.get((request.user_id, request.request_id))
             if reason is None:
                 # Shutdown past the grace period: leave the message unacked for redelivery.
                 raise
@@ -319,7 +325,7 @@ class InferenceWorker:
                 await self._fail(request, generation, reply_to, "internal_error", "the worker failed")
                 await message.ack()
         finally:
-            structlog.contextvars.unbind_contextvars("request_id", "user_id")
+            structlog.contextvars.unbind_contextvars("request_id", "trace_id", "user_id")
 
     async def _start_job(self, request: ChatRequest) -> bool:
         """Mark the job running; True when it was cancelled before it started."""
@@ -412,7 +418,13 @@ def _turns(request: ChatRequest, result: Generation, usage: dict[str, int]) -> l
         last_user = next((m for m in reversed(request.messages) if m.role == "user"), None)
         prompt = last_user.content if last_user else request.prompt
     return [
-        Turn(role="user", content=prompt, created_at=request.created_at, request_id=request.request_id),
+        Turn(
+            role="user",
+            content=prompt,
+            created_at=request.created_at,
+            request_id=request.request_id,
+            trace_id=request.trace_id or None,
+        ),
         Turn(
             role="assistant",
             content=result.text,
@@ -420,6 +432,7 @@ def _turns(request: ChatRequest, result: Generation, usage: dict[str, int]) -> l
             model=request.model,
             usage=usage,
             request_id=request.request_id,
+            trace_id=request.trace_id or None,
             finish_reason=result.done_reason,
         ),
     ]

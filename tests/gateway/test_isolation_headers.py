@@ -91,11 +91,21 @@ async def test_security_headers_on_stream_json_and_errors(gateway: Any, worker: 
         assert "X-Request-ID" in response.headers
 
 
-async def test_request_id_is_propagated(gateway: Any, worker: Any, keys: KeyPair) -> None:
+async def test_incoming_request_id_is_a_trace_id_only(gateway: Any, worker: Any, keys: KeyPair) -> None:
+    """The caller's X-Request-ID is echoed back; the id that routes the chat is the server's own."""
     response = await gateway.post(
         "/chat",
         json={"session_id": "r", "prompt": "hi", "stream": False},
         headers={**auth_header(keys.mint("r")), "X-Request-ID": "req-from-haproxy-0001"},
     )
     assert response.headers["X-Request-ID"] == "req-from-haproxy-0001"
-    assert (await response.json())["request_id"] == "req-from-haproxy-0001"
+    server_id = (await response.json())["request_id"]
+    assert server_id != "req-from-haproxy-0001"
+    assert len(server_id) == 32 and int(server_id, 16) >= 0  # 128 random bits, hex
+    plain = await gateway.post(
+        "/chat",
+        json={"session_id": "r2", "prompt": "hi", "stream": False},
+        headers=auth_header(keys.mint("r")),
+    )
+    # Without a trace id of its own, the caller's trace id is the request id.
+    assert plain.headers["X-Request-ID"] == (await plain.json())["request_id"]
