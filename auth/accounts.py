@@ -7,7 +7,7 @@ import structlog
 from auth.passwords import PasswordHasher, WeakPassword, check_password_policy
 from auth.schemas import normalize_email, validate_organization, validate_username
 from auth.settings import BootstrapAdmin
-from auth.users import EmailTaken, User, UsernameTaken, UserStore
+from auth.users import EmailTaken, OrganizationTaken, User, UsernameTaken, UserStore
 from common.http import ApiError
 
 __all__ = ["create_account", "ensure_bootstrap_admin"]
@@ -24,8 +24,14 @@ async def create_account(
     organization: str,
     password: str,
     role: str = "user",
+    join_organization: bool = False,
 ) -> User:
-    """Validate, hash and store a new account; raise :class:`ApiError` (400/409) otherwise."""
+    """Validate, hash and store a new account; raise :class:`ApiError` (400/409) otherwise.
+
+    A self-service registration creates its organization: an existing name is 409
+    ``organization_taken`` (until invitations exist, nobody joins an organization by naming it).
+    The admin paths (bootstrap admin, ``create-admin``) pass ``join_organization=True``.
+    """
     username = validate_username(username)
     email = normalize_email(email)
     organization = validate_organization(organization)
@@ -37,6 +43,14 @@ async def create_account(
     # Cheap early answer for the common case; the store's claims are what make it atomic.
     if await users.find_by_username(username) is not None:
         raise taken
+    org_taken = ApiError(
+        409,
+        "organization_taken",
+        "an organization with this name already exists; ask its administrator for an account",
+    )
+    if not join_organization and await users.organization_exists(organization):
+        # A concurrent registration of the same name may hold both: answer as the claims would.
+        raise taken if await users.username_claimed(username) else org_taken
     password_hash = await hasher.hash(password)
     try:
         return await users.create(
@@ -45,11 +59,14 @@ async def create_account(
             organization=organization,
             password_hash=password_hash,
             role=role,
+            new_organization=not join_organization,
         )
     except UsernameTaken:
         raise taken from None
     except EmailTaken:
         raise ApiError(409, "email_taken", "this email address is already registered") from None
+    except OrganizationTaken:
+        raise org_taken from None
 
 
 async def ensure_bootstrap_admin(
@@ -74,6 +91,7 @@ async def ensure_bootstrap_admin(
             organization=admin.organization,
             password=admin.password,
             role="admin",
+            join_organization=True,
         )
     except ApiError as exc:
         if exc.code == "username_taken":  # another instance created it concurrently

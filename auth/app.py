@@ -14,17 +14,36 @@ from redis.exceptions import RedisClusterException, RedisError
 
 from auth import handlers_admin, handlers_users
 from auth.accounts import ensure_bootstrap_admin
-from auth.appkeys import HASHER, KEYS, METRICS, REDIS, REFRESH, SETTINGS, THROTTLE, TOKENS, USERS
-from auth.bruteforce import LoginThrottle
+from auth.appkeys import (
+    HASHER,
+    KEYS,
+    METRICS,
+    REDIS,
+    REFRESH,
+    REGISTRATIONS,
+    REVOCATION,
+    SETTINGS,
+    THROTTLE,
+    TOKENS,
+    USERS,
+)
+from auth.bruteforce import LoginPolicy, LoginThrottle, RegistrationThrottle
 from auth.metrics import AuthMetrics
 from auth.passwords import PasswordHasher
 from auth.refresh import RefreshTokenStore
 from auth.settings import AuthSettings
 from auth.tokens import build_token_service
 from auth.users import UserStore
-from common.http import json_error, json_response, make_error_middleware, security_headers_middleware
+from common.http import (
+    json_error,
+    json_response,
+    make_error_middleware,
+    no_store_on_prepare,
+    security_headers_middleware,
+)
 from common.keyspace import Keyspace
 from common.redis import RedisClient, open_redis
+from common.revocation import REVOCATION_MARGIN_SECONDS, TokenRevocation
 
 __all__ = ["close_redis", "create_app"]
 
@@ -52,15 +71,32 @@ async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
         common.redis_url, cluster=common.redis_cluster, max_connections=common.redis_max_connections
     )
     keys = app[KEYS]
+    # A login's revocation must outlive the newest access token issued under it.
+    login_ttl = settings.access_token_ttl + settings.token_leeway
     app[REDIS] = redis
     app[USERS] = UserStore(redis, keys)
-    app[REFRESH] = RefreshTokenStore(redis, keys, ttl=settings.refresh_token_ttl)
+    app[REVOCATION] = TokenRevocation(redis, keys, login_ttl=login_ttl)
+    app[REFRESH] = RefreshTokenStore(
+        redis,
+        keys,
+        ttl=settings.refresh_token_ttl,
+        revoked_login_ttl=login_ttl + REVOCATION_MARGIN_SECONDS,
+    )
     app[THROTTLE] = LoginThrottle(
         redis,
         keys,
-        max_per_user=settings.login_max_failures_per_user,
-        max_per_ip=settings.login_max_failures_per_ip,
-        window=settings.login_failure_window,
+        LoginPolicy(
+            free_failures=settings.login_free_failures,
+            backoff_base=settings.login_backoff_base,
+            backoff_max=settings.login_backoff_max,
+            max_failures_per_address=settings.login_max_failures_per_ip,
+            user_ceiling=settings.login_user_ceiling,
+            window=settings.login_failure_window,
+            known_address_ttl=settings.login_known_address_days * 86400,
+        ),
+    )
+    app[REGISTRATIONS] = RegistrationThrottle(
+        redis, keys, limit=settings.register_max_per_ip, window=settings.register_window
     )
     yield
     await close_redis(redis)
@@ -129,6 +165,8 @@ def create_app(settings: AuthSettings) -> web.Application:
         client_max_size=settings.max_body_bytes,
         middlewares=[security_headers_middleware, make_error_middleware(unavailable=REDIS_UNAVAILABLE)],
     )
+    # Tokens and account data must not be cached; the JWKS handler sets its own public max-age.
+    app.on_response_prepare.append(no_store_on_prepare)
     app[SETTINGS] = settings
     app[KEYS] = Keyspace(settings.common.key_prefix)
     app[METRICS] = AuthMetrics.create()

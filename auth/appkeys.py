@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from auth.bruteforce import LoginThrottle
+from auth.bruteforce import LoginThrottle, RegistrationThrottle
 from auth.metrics import AuthMetrics
 from auth.passwords import PasswordHasher
 from auth.refresh import RefreshTokenStore
@@ -13,6 +13,7 @@ from auth.tokens import TokenService
 from auth.users import UserStore
 from common.keyspace import Keyspace
 from common.redis import RedisClient
+from common.revocation import TokenRevocation
 
 __all__ = [
     "HASHER",
@@ -20,6 +21,8 @@ __all__ = [
     "METRICS",
     "REDIS",
     "REFRESH",
+    "REGISTRATIONS",
+    "REVOCATION",
     "SETTINGS",
     "THROTTLE",
     "TOKENS",
@@ -35,3 +38,5 @@ HASHER = web.AppKey("hasher", PasswordHasher)
 USERS = web.AppKey("users", UserStore)
 REFRESH = web.AppKey("refresh", RefreshTokenStore)
 THROTTLE = web.AppKey("throttle", LoginThrottle)
+REGISTRATIONS = web.AppKey("registrations", RegistrationThrottle)
+REVOCATION = web.AppKey("revocation", TokenRevocation)

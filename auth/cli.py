@@ -15,7 +15,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import msgspec
 import uvloop
-from aiohttp import web
 
 from auth.accounts import create_account
 from auth.app import close_redis, create_app
@@ -26,6 +25,7 @@ from common.http import ApiError
 from common.keyspace import Keyspace
 from common.logging import configure_logging
 from common.redis import create_redis
+from common.runtime import forever, run, serving
 from common.settings import Env, SettingsError
 
 __all__ = ["create_admin", "main"]
@@ -82,6 +82,7 @@ async def create_admin(
             organization=organization,
             password=password,
             role="admin",
+            join_organization=True,  # an operator may add an admin to an existing organization
         )
     finally:
         executor.shutdown(wait=True)
@@ -116,19 +117,22 @@ def _run_create_admin(args: argparse.Namespace, environ: Mapping[str, str]) -> i
     return 0
 
 
+async def _serve_until_signalled(settings: AuthSettings) -> None:
+    async with serving(
+        create_app(settings),
+        settings.host,
+        settings.port,
+        read_timeout=settings.common.http_read_timeout,
+        handler_cancellation=True,
+    ):
+        await forever()
+
+
 def _serve(environ: Mapping[str, str]) -> int:
     settings = AuthSettings.from_env(environ)
     common = settings.common
     configure_logging(service=common.service_name, level=common.log_level, json=common.log_json)
-    web.run_app(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        handler_cancellation=True,
-        access_log=None,
-        print=None,
-        loop=uvloop.new_event_loop(),
-    )
+    run(_serve_until_signalled(settings))
     return 0
 
 

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from aiohttp import web
 
-from auth.appkeys import KEYS, METRICS, REDIS, TOKENS, USERS
+from auth.appkeys import METRICS, REVOCATION, TOKENS, USERS
 from auth.tokens import AccessClaims, TokenError
 from auth.users import User
 from common.http import ApiError
+from common.revocation import DISABLED, REVOKED
 
 __all__ = ["authenticate", "require_admin"]
 
@@ -26,7 +25,9 @@ def _reject(request: web.Request, status: int, code: str, message: str) -> ApiEr
 
 
 async def authenticate(request: web.Request) -> AccessClaims:
-    """Verify the bearer token, then that it is not revoked and its user not disabled."""
+    """Verify the bearer token, then that it is still honoured: its user is not disabled and
+    neither the token, nor its login (``sid``), nor every token of its user was revoked (the same
+    rule, in the same script, as the gateway's admission: common/revocation.py)."""
     header = request.headers.get("Authorization", "")
     if not header:
         raise _reject(request, 401, "missing_token", "send Authorization: Bearer <access token>")
@@ -38,14 +39,11 @@ async def authenticate(request: web.Request) -> AccessClaims:
         claims = request.app[TOKENS].verify(token)
     except TokenError as exc:
         raise _reject(request, 401, exc.code, exc.message) from None
-    redis, keys = request.app[REDIS], request.app[KEYS]
-    revoked, disabled = await asyncio.gather(
-        redis.exists(keys.revoked_jti(claims.sub, claims.jti)), redis.exists(keys.disabled_user(claims.sub))
-    )
-    if revoked:
-        raise _reject(request, 401, "token_revoked", "this token has been revoked; log in again")
-    if disabled:
+    status = await request.app[REVOCATION].status(claims.sub, claims.jti, claims.sid, claims.gen)
+    if status == DISABLED:
         raise _reject(request, 403, "user_disabled", "this account is disabled")
+    if status == REVOKED:
+        raise _reject(request, 401, "token_revoked", "this token has been revoked; log in again")
     return claims
 
 

@@ -50,7 +50,8 @@ async def list_users(request: web.Request) -> web.Response:
 
 @routes.post("/admin/users/{user_id}/disable")
 async def disable_user(request: web.Request) -> web.Response:
-    """Disable a user: the gateway sees it at once (Redis key), and refresh tokens are revoked."""
+    """Disable a user: the gateway sees it at once (Redis key), and every access and refresh token
+    of the user is revoked (token generation), so enabling the user later revives none of them."""
     _, admin = await require_admin(request)
     user_id = _target(request, admin)
     user = await request.app[USERS].set_disabled(user_id, True)

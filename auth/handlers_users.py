@@ -1,4 +1,5 @@
-"""The public endpoints: register, login, refresh, logout, me and the JWKS document."""
+"""The public endpoints: register, login, refresh, logout (one login or all), me, password change
+and the JWKS document."""
 
 from __future__ import annotations
 
@@ -8,10 +9,22 @@ import structlog
 from aiohttp import web
 
 from auth.accounts import create_account
-from auth.appkeys import HASHER, KEYS, METRICS, REDIS, REFRESH, SETTINGS, THROTTLE, TOKENS, USERS
+from auth.appkeys import (
+    HASHER,
+    METRICS,
+    REFRESH,
+    REGISTRATIONS,
+    REVOCATION,
+    SETTINGS,
+    THROTTLE,
+    TOKENS,
+    USERS,
+)
+from auth.bruteforce import LoginThrottled
 from auth.guard import authenticate
+from auth.passwords import WeakPassword, check_password_policy
 from auth.refresh import RefreshOutcome
-from auth.schemas import LoginRequest, RefreshRequest, RegisterRequest
+from auth.schemas import LoginRequest, PasswordChangeRequest, RefreshRequest, RegisterRequest
 from auth.users import User
 from common.http import ApiError, client_address, json_response, read_json
 
@@ -21,15 +34,19 @@ routes = web.RouteTableDef()
 log = structlog.get_logger(__name__)
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+_NO_USER = "0" * 32
 
 
-def _token_response(request: web.Request, user: User, refresh_token: str, family_id: str) -> web.Response:
+def _token_response(
+    request: web.Request, user: User, refresh_token: str, family_id: str, generation: int
+) -> web.Response:
     access_token, _ = request.app[TOKENS].issue(
         user_id=user.user_id,
         username=user.username,
         organization=user.organization,
         role=user.role,
         session_id=family_id,
+        generation=generation,
     )
     settings = request.app[SETTINGS]
     return json_response(
@@ -49,9 +66,34 @@ def _fail(request: web.Request, status: int, code: str, message: str, **headers:
     return ApiError(status, code, message, headers=headers or None)
 
 
+def _client_ip(request: web.Request) -> str:
+    return client_address(request, trusted_proxies=request.app[SETTINGS].trusted_proxies)
+
+
+def _throttled(request: web.Request, retry_after: int) -> ApiError:
+    return _fail(
+        request,
+        429,
+        "too_many_attempts",
+        "too many failed attempts; try again later",
+        **{"Retry-After": str(retry_after)},
+    )
+
+
 @routes.post("/register")
 async def register(request: web.Request) -> web.Response:
     body = await read_json(request, RegisterRequest)
+    client_ip = _client_ip(request)
+    wait = await request.app[REGISTRATIONS].admit(client_ip)
+    if wait is not None:
+        log.info("registration_throttled", client_ip=client_ip)
+        raise _fail(
+            request,
+            429,
+            "registration_throttled",
+            "too many registrations from this address; try again later",
+            **{"Retry-After": str(wait)},
+        )
     try:
         user = await create_account(
             request.app[USERS],
@@ -81,42 +123,43 @@ async def register(request: web.Request) -> web.Response:
 async def login(request: web.Request) -> web.Response:
     body = await read_json(request, LoginRequest)
     app = request.app
-    settings, metrics, throttle = app[SETTINGS], app[METRICS], app[THROTTLE]
+    metrics, throttle = app[METRICS], app[THROTTLE]
     users, hasher = app[USERS], app[HASHER]
-    client_ip = client_address(
-        request, trust_forwarded=settings.trust_forwarded, trusted_proxies=settings.trusted_proxy_count
-    )
-    wait = await throttle.retry_after(body.username, client_ip)
-    if wait is not None:
+    client_ip = _client_ip(request)
+    try:
+        async with throttle.attempt(body.username, client_ip) as attempt:
+            user = await users.find_by_username(body.username)
+            # Read before the password check: a revocation that lands meanwhile (a password change,
+            # logout/all, disable) voids this login instead of being outrun by it. Unknown users
+            # read too: same work, same time.
+            generation = await app[REVOCATION].generation(user.user_id if user else _NO_USER)
+            if user is None:
+                await hasher.verify_dummy(body.password)  # same work, same time, same answer
+                attempt.password_ok = False
+            else:
+                attempt.password_ok = await hasher.verify(body.password, user.password_hash)
+    except LoginThrottled as exc:
         metrics.logins.labels(result="locked").inc()
-        raise _fail(
-            request,
-            429,
-            "too_many_attempts",
-            "too many failed logins; try again later",
-            **{"Retry-After": str(wait)},
-        )
-    user = await users.find_by_username(body.username)
-    if user is None:
-        await hasher.verify_dummy(body.password)  # same work, same time, same answer
-        valid = False
-    else:
-        valid = await hasher.verify(body.password, user.password_hash)
-    if user is None or not valid:
-        await throttle.record_failure(body.username, client_ip)
+        log.info("login_throttled", client_ip=client_ip, retry_after=exc.retry_after)
+        raise _throttled(request, exc.retry_after) from None
+    if user is None or not attempt.password_ok:
         metrics.logins.labels(result="invalid_credentials").inc()
         log.info("login_failed", client_ip=client_ip, known_user=user is not None)
         raise _fail(request, 401, "invalid_credentials", "username or password is incorrect")
     if user.disabled:
         metrics.logins.labels(result="disabled").inc()
         raise _fail(request, 403, "user_disabled", "this account is disabled")
-    await throttle.clear_user(body.username)
     if hasher.needs_rehash(user.password_hash):  # the configured cost changed since it was stored
         await users.set_password_hash(user.user_id, await hasher.hash(body.password))
-    refresh_token, family_id = await app[REFRESH].issue(user.user_id)
+    issued = await app[REFRESH].issue(user.user_id, generation)
+    if issued is None:
+        metrics.logins.labels(result="invalid_credentials").inc()
+        log.info("login_raced_revocation", user_id=user.user_id)
+        raise _fail(request, 401, "invalid_credentials", "username or password is incorrect")
+    refresh_token, family_id = issued
     metrics.logins.labels(result="success").inc()
     log.info("login", user_id=user.user_id, client_ip=client_ip)
-    return _token_response(request, user, refresh_token, family_id)
+    return _token_response(request, user, refresh_token, family_id, generation)
 
 
 @routes.post("/refresh")
@@ -125,6 +168,7 @@ async def refresh(request: web.Request) -> web.Response:
     store = request.app[REFRESH]
     result = await store.rotate(body.refresh_token)
     if result.outcome is RefreshOutcome.REUSED:
+        # The script already revoked the family and its access tokens (revoked_sid).
         log.warning("refresh_token_reuse", user_id=result.user_id, family_id=result.family_id)
         raise _fail(request, 401, "refresh_token_reused", "refresh token was already used; log in again")
     if result.outcome is RefreshOutcome.INVALID:
@@ -132,23 +176,67 @@ async def refresh(request: web.Request) -> web.Response:
     user = await request.app[USERS].get(result.user_id)
     if user is None or user.disabled:
         await store.revoke_family(result.user_id, result.family_id)
+        await request.app[REVOCATION].revoke_login(result.user_id, result.family_id)
         if user is None:
             raise _fail(request, 401, "invalid_refresh_token", "refresh token is invalid or expired")
         raise _fail(request, 403, "user_disabled", "this account is disabled")
-    return _token_response(request, user, result.token, result.family_id)
+    return _token_response(request, user, result.token, result.family_id, result.generation)
 
 
 @routes.post("/logout")
 async def logout(request: web.Request) -> web.Response:
-    """Revoke this access token (until it would expire) and the login's refresh tokens."""
+    """End this login: every access token issued under it (its ``sid``, on every gateway at once:
+    they check Redis per request) and its refresh tokens."""
     claims = await authenticate(request)
-    settings = request.app[SETTINGS]
-    remaining = claims.exp + settings.token_leeway - int(time.time())
-    if remaining > 0:
-        await request.app[REDIS].set(request.app[KEYS].revoked_jti(claims.sub, claims.jti), "1", ex=remaining)
+    revocation = request.app[REVOCATION]
+    remaining = claims.exp + request.app[SETTINGS].token_leeway - int(time.time())
+    await revocation.revoke_token(claims.sub, claims.jti, remaining)  # tokens issued without a sid
     if claims.sid:
+        await revocation.revoke_login(claims.sub, claims.sid)
         await request.app[REFRESH].revoke_family(claims.sub, claims.sid)
     log.info("logout", user_id=claims.sub)
+    return web.Response(status=204, headers=NO_STORE)
+
+
+@routes.post("/logout/all")
+async def logout_all(request: web.Request) -> web.Response:
+    """End every login of the caller: all access and refresh tokens; a new login works at once."""
+    claims = await authenticate(request)
+    # The generation bump voids every access token and refresh family; deleting the families is
+    # clean-up (they are already dead).
+    await request.app[REVOCATION].revoke_user(claims.sub)
+    families = await request.app[REFRESH].revoke_all(claims.sub)
+    log.info("logout_all", user_id=claims.sub, refresh_families_revoked=families)
+    return web.Response(status=204, headers=NO_STORE)
+
+
+@routes.post("/me/password")
+async def change_password(request: web.Request) -> web.Response:
+    """Change the caller's password: needs the current one (throttled like a login), applies the
+    password policy, and ends every login of the user, this one included (log in again)."""
+    claims = await authenticate(request)
+    body = await read_json(request, PasswordChangeRequest)
+    app = request.app
+    users, hasher, throttle = app[USERS], app[HASHER], app[THROTTLE]
+    user = await users.get(claims.sub)
+    if user is None:
+        raise _fail(request, 401, "invalid_token", "the token's user no longer exists")
+    try:
+        async with throttle.attempt(user.username, _client_ip(request)) as attempt:
+            attempt.password_ok = await hasher.verify(body.current_password, user.password_hash)
+    except LoginThrottled as exc:
+        raise _throttled(request, exc.retry_after) from None
+    if not attempt.password_ok:
+        log.info("password_change_refused", user_id=user.user_id)
+        raise _fail(request, 403, "invalid_current_password", "the current password is incorrect")
+    try:
+        check_password_policy(body.new_password, username=user.username)
+    except WeakPassword as exc:
+        raise _fail(request, 400, "weak_password", str(exc)) from None
+    if not await users.change_password(user.user_id, await hasher.hash(body.new_password)):
+        raise _fail(request, 401, "invalid_token", "the token's user no longer exists")
+    families = await app[REFRESH].revoke_all(user.user_id)
+    log.info("password_changed", user_id=user.user_id, refresh_families_revoked=families)
     return web.Response(status=204, headers=NO_STORE)
 
 

@@ -4,10 +4,18 @@ A refresh token is ``<user_id>.<family_id>.<secret>``: opaque to clients, but it
 key so the server needs no lookup index. Redis keeps, per family, only SHA-256 hashes: the current
 token and every token already rotated away. Presenting the current token rotates it (the old one
 becomes "used"); presenting a used one means it was stolen or replayed, so the whole family is
-revoked and both holders must log in again. A family expires ``ttl`` after its last rotation.
+revoked and both holders must log in again: reuse also revokes the family's access tokens
+(``revoked_sid``, in the same script), so the thief's access token stops working at once, not when
+it expires. A family expires ``ttl`` after its last rotation.
 
-The family key and the user's family set share the ``{u:<user_id>}`` hash tag, so each script
-touches one Redis Cluster slot.
+A family is stamped with the user's token generation (common/revocation.py) when it is created,
+and only when that is still the current generation: a login whose password check raced with a
+password change, ``/logout/all`` or a disable gets no family. A family whose stamp is older than
+the current generation is dead (deleted when next presented), so "revoke everything" does not
+depend on finding every family.
+
+The family key, the user's family set, the generation and the ``revoked_sid`` key share the
+``{u:<user_id>}`` hash tag, so each script touches one Redis Cluster slot.
 """
 
 from __future__ import annotations
@@ -27,31 +35,43 @@ __all__ = ["RefreshOutcome", "RefreshResult", "RefreshTokenStore"]
 _TOKEN_PATTERN = re.compile(r"([0-9a-f]{32})\.([0-9a-f]{32})\.([A-Za-z0-9_-]{43})")
 _PRUNE_ABOVE = 32
 
-# KEYS[1] family hash, KEYS[2] user's family set; ARGV: token hash, user id, family id, ttl ms, now.
+# KEYS[1] family hash, KEYS[2] user's family set, KEYS[3] the user's token generation;
+# ARGV: token hash, user id, family id, ttl ms, now, the generation read before the password check.
+# Returns the family count, or -1 (nothing created) when the generation moved on meanwhile.
 _CREATE = """
-redis.call('HSET', KEYS[1], 'cur', ARGV[1], 'user_id', ARGV[2], 'created_at', ARGV[5])
+if (tonumber(redis.call('GET', KEYS[3]) or '0') or 0) ~= tonumber(ARGV[6]) then return -1 end
+redis.call('HSET', KEYS[1], 'cur', ARGV[1], 'user_id', ARGV[2], 'created_at', ARGV[5], 'gen', ARGV[6])
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 redis.call('SADD', KEYS[2], ARGV[3])
 redis.call('PEXPIRE', KEYS[2], ARGV[4])
 return redis.call('SCARD', KEYS[2])
 """
-# KEYS[1] family hash, KEYS[2] user's family set; ARGV: presented hash, new hash, family id, ttl ms.
-# Returns 1 rotated, 2 reuse detected (family revoked), 0 unknown / expired / revoked.
+# KEYS[1] family hash, KEYS[2] user's family set, KEYS[3] token generation, KEYS[4] revoked_sid;
+# ARGV: presented hash, new hash, family id, ttl ms, revoked_sid ttl ms.
+# Returns {1, generation} rotated, {2, 0} reuse detected (family and its access tokens revoked),
+# {0, 0} unknown / expired / revoked (a family older than the user's generation is deleted).
 _ROTATE = """
 local current = redis.call('HGET', KEYS[1], 'cur')
-if not current then return 0 end
+if not current then return {0, 0} end
+local generation = tonumber(redis.call('GET', KEYS[3]) or '0') or 0
+if (tonumber(redis.call('HGET', KEYS[1], 'gen') or '0') or 0) < generation then
+  redis.call('DEL', KEYS[1])
+  redis.call('SREM', KEYS[2], ARGV[3])
+  return {0, 0}
+end
 if current == ARGV[1] then
   redis.call('HSET', KEYS[1], 'cur', ARGV[2], 'used:' .. ARGV[1], '1')
   redis.call('PEXPIRE', KEYS[1], ARGV[4])
   redis.call('PEXPIRE', KEYS[2], ARGV[4])
-  return 1
+  return {1, generation}
 end
 if redis.call('HEXISTS', KEYS[1], 'used:' .. ARGV[1]) == 1 then
   redis.call('DEL', KEYS[1])
   redis.call('SREM', KEYS[2], ARGV[3])
-  return 2
+  redis.call('SET', KEYS[4], '1', 'PX', ARGV[5])
+  return {2, 0}
 end
-return 0
+return {0, 0}
 """
 
 
@@ -67,6 +87,7 @@ class RefreshResult:
     user_id: str = ""
     family_id: str = ""
     token: str = ""
+    generation: int = 0
 
 
 def _text(value: bytes | str) -> str:
@@ -82,22 +103,33 @@ def _new_token(user_id: str, family_id: str) -> str:
 
 
 class RefreshTokenStore:
-    def __init__(self, redis: RedisClient, keys: Keyspace, *, ttl: int) -> None:
+    def __init__(self, redis: RedisClient, keys: Keyspace, *, ttl: int, revoked_login_ttl: int) -> None:
+        """``revoked_login_ttl``: seconds a reused family's ``revoked_sid`` is kept (access-token
+        lifetime and margin, as :meth:`common.revocation.TokenRevocation.revoke_login`)."""
         self._redis = redis
         self._keys = keys
         self.ttl = ttl
+        self._revoked_login_ttl_ms = revoked_login_ttl * 1000
         self._create = redis.register_script(_CREATE)
         self._rotate = redis.register_script(_ROTATE)
 
-    async def issue(self, user_id: str) -> tuple[str, str]:
-        """Start a new family for a login; returns ``(refresh_token, family_id)``."""
+    async def issue(self, user_id: str, generation: int) -> tuple[str, str] | None:
+        """Start a new family for a login; returns ``(refresh_token, family_id)``, or ``None``
+        when the user's token generation is no longer ``generation`` (everything was revoked
+        while this login was being checked)."""
         family_id = secrets.token_hex(16)
         token = _new_token(user_id, family_id)
-        keys = [self._keys.refresh_family(user_id, family_id), self._keys.refresh_families(user_id)]
-        count = await self._create(
-            keys=keys, args=[_hash(token), user_id, family_id, self.ttl * 1000, repr(time.time())]
-        )
-        if int(count) > _PRUNE_ABOVE:
+        keys = [
+            self._keys.refresh_family(user_id, family_id),
+            self._keys.refresh_families(user_id),
+            self._keys.token_generation(user_id),
+        ]
+        now = repr(time.time())
+        args: list[str | int] = [_hash(token), user_id, family_id, self.ttl * 1000, now, generation]
+        count = int(await self._create(keys=keys, args=args))
+        if count < 0:
+            return None
+        if count > _PRUNE_ABOVE:
             await self._prune(user_id)
         return token, family_id
 
@@ -108,12 +140,16 @@ class RefreshTokenStore:
             return RefreshResult(RefreshOutcome.INVALID)
         user_id, family_id, _ = match.groups()
         new_token = _new_token(user_id, family_id)
-        keys = [self._keys.refresh_family(user_id, family_id), self._keys.refresh_families(user_id)]
-        result = int(
-            await self._rotate(keys=keys, args=[_hash(token), _hash(new_token), family_id, self.ttl * 1000])
-        )
+        keys = [
+            self._keys.refresh_family(user_id, family_id),
+            self._keys.refresh_families(user_id),
+            self._keys.token_generation(user_id),
+            self._keys.revoked_sid(user_id, family_id),
+        ]
+        args = [_hash(token), _hash(new_token), family_id, self.ttl * 1000, self._revoked_login_ttl_ms]
+        result, generation = (int(value) for value in await self._rotate(keys=keys, args=args))
         if result == 1:
-            return RefreshResult(RefreshOutcome.ROTATED, user_id, family_id, new_token)
+            return RefreshResult(RefreshOutcome.ROTATED, user_id, family_id, new_token, generation)
         if result == 2:
             return RefreshResult(RefreshOutcome.REUSED, user_id, family_id)
         return RefreshResult(RefreshOutcome.INVALID)

@@ -13,9 +13,11 @@ from common.http import ApiError
 __all__ = [
     "ROLES",
     "LoginRequest",
+    "PasswordChangeRequest",
     "RefreshRequest",
     "RegisterRequest",
     "RoleRequest",
+    "fold_organization",
     "normalize_email",
     "validate_organization",
     "validate_username",
@@ -49,6 +51,11 @@ class LoginRequest(msgspec.Struct, forbid_unknown_fields=True):
 
 class RefreshRequest(msgspec.Struct, forbid_unknown_fields=True):
     refresh_token: Token
+
+
+class PasswordChangeRequest(msgspec.Struct, forbid_unknown_fields=True):
+    current_password: LoginPassword
+    new_password: LoginPassword
 
 
 class RoleRequest(msgspec.Struct, forbid_unknown_fields=True):
@@ -105,3 +112,9 @@ def validate_organization(organization: str) -> str:
     if any(_forbidden_char(ch) for ch in value):
         raise ApiError(400, "invalid_organization", "organization must not contain control characters")
     return value
+
+
+def fold_organization(organization: str) -> str:
+    """The uniqueness form of an organization name: NFKC-normalised and case-folded, so "ACME",
+    "acme" and a full-width "ＡＣＭＥ" are one organization (the stored name keeps its spelling)."""
+    return unicodedata.normalize("NFKC", organization.strip()).casefold()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -9,7 +10,17 @@ from pathlib import Path
 
 from common.settings import CommonSettings, Env, SettingsError
 
-__all__ = ["AuthSettings", "BootstrapAdmin"]
+__all__ = ["AuthSettings", "BootstrapAdmin", "Network"]
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+# Settings that changed meaning: refused with a pointer, so an old configuration cannot silently
+# run with other semantics (e.g. trust no proxy and throttle every client as one address).
+_REPLACED = {
+    "AUTH_TRUST_FORWARDED": "AUTH_TRUSTED_PROXIES (the proxies' addresses or networks)",
+    "AUTH_TRUSTED_PROXY_COUNT": "AUTH_TRUSTED_PROXIES (the proxies' addresses or networks)",
+    "AUTH_LOGIN_MAX_FAILURES_PER_USER": "AUTH_LOGIN_USER_CEILING (see auth/bruteforce.py: no more lock-outs)",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +70,18 @@ def _bootstrap_admin(env: Env, environment: str) -> BootstrapAdmin | None:
     )
 
 
+def _trusted_proxies(env: Env) -> tuple[Network, ...]:
+    networks: list[Network] = []
+    for item in env.list("AUTH_TRUSTED_PROXIES"):
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise SettingsError(
+                f"AUTH_TRUSTED_PROXIES: {item!r} is not an IP address or network (e.g. 10.0.0.5, 10.0.0.0/24)"
+            ) from None
+    return tuple(networks)
+
+
 @dataclass(frozen=True, slots=True)
 class AuthSettings:
     """Everything the auth service is configured with; built by :meth:`from_env`."""
@@ -76,11 +99,18 @@ class AuthSettings:
     bcrypt_rounds: int
     hash_workers: int
     hash_queue_timeout: float
-    login_max_failures_per_user: int
+    # Login throttling (auth/bruteforce.py has the policy and why).
+    login_free_failures: int
+    login_backoff_base: float
+    login_backoff_max: float
     login_max_failures_per_ip: int
+    login_user_ceiling: int
     login_failure_window: float
-    trust_forwarded: bool
-    trusted_proxy_count: int
+    login_known_address_days: float
+    register_max_per_ip: int
+    register_window: float
+    # X-Forwarded-For is believed only from these TCP peers (common/http.py client_address).
+    trusted_proxies: tuple[Network, ...]
     max_body_bytes: int
     admin_page_size: int
     bootstrap_admin: BootstrapAdmin | None
@@ -88,6 +118,9 @@ class AuthSettings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> AuthSettings:
         env = Env(environ)
+        for name, replacement in _REPLACED.items():
+            if env.optional(name) is not None:
+                raise SettingsError(f"{name} is no longer read; use {replacement}")
         common = CommonSettings.from_env("auth", env)
         previous_path = env.optional("AUTH_PREVIOUS_PUBLIC_KEYS_FILE")
         bcrypt_rounds = env.int("AUTH_BCRYPT_ROUNDS", 12, minimum=4)
@@ -111,11 +144,16 @@ class AuthSettings:
             bcrypt_rounds=bcrypt_rounds,
             hash_workers=env.int("AUTH_HASH_WORKERS", min(4, os.cpu_count() or 1), minimum=1),
             hash_queue_timeout=env.float("AUTH_HASH_QUEUE_TIMEOUT", 10.0, minimum=0.1),
-            login_max_failures_per_user=env.int("AUTH_LOGIN_MAX_FAILURES_PER_USER", 5, minimum=1),
-            login_max_failures_per_ip=env.int("AUTH_LOGIN_MAX_FAILURES_PER_IP", 20, minimum=1),
+            login_free_failures=env.int("AUTH_LOGIN_FREE_FAILURES", 3, minimum=0),
+            login_backoff_base=env.float("AUTH_LOGIN_BACKOFF_BASE", 1.0, minimum=0.001),
+            login_backoff_max=env.float("AUTH_LOGIN_BACKOFF_MAX", 900.0, minimum=0.001),
+            login_max_failures_per_ip=env.int("AUTH_LOGIN_MAX_FAILURES_PER_IP", 30, minimum=1),
+            login_user_ceiling=env.int("AUTH_LOGIN_USER_CEILING", 100, minimum=1),
             login_failure_window=env.float("AUTH_LOGIN_FAILURE_WINDOW", 900.0, minimum=1.0),
-            trust_forwarded=env.bool("AUTH_TRUST_FORWARDED", False),
-            trusted_proxy_count=env.int("AUTH_TRUSTED_PROXY_COUNT", 1, minimum=1),
+            login_known_address_days=env.float("AUTH_LOGIN_KNOWN_ADDRESS_DAYS", 30.0, minimum=0.0),
+            register_max_per_ip=env.int("AUTH_REGISTER_MAX_PER_IP", 20, minimum=0),
+            register_window=env.float("AUTH_REGISTER_WINDOW", 3600.0, minimum=1.0),
+            trusted_proxies=_trusted_proxies(env),
             max_body_bytes=env.int("AUTH_MAX_BODY_BYTES", 64 * 1024, minimum=1024),
             admin_page_size=env.int("AUTH_ADMIN_PAGE_SIZE", 50, minimum=1),
             bootstrap_admin=_bootstrap_admin(env, common.environment),

@@ -2,8 +2,10 @@
 
 Header: ``{"alg": "EdDSA", "typ": "JWT", "kid": <RFC 7638 JWK thumbprint of the public key>}``.
 Claims (see :class:`AccessClaims`): ``iss``, ``aud``, ``sub`` (the user id), ``org``, ``role``,
-``username``, ``jti``, ``iat``, ``nbf``, ``exp`` and ``sid`` (the refresh-token family the token
-was issued under, so logout can end that login).
+``username``, ``jti``, ``iat``, ``nbf``, ``exp``, ``sid`` (the refresh-token family the token
+was issued under, so logout can end that login) and ``gen`` (the user's token generation at issue
+time, so ``/logout/all``, a password change or a disable can end every token of the user; see
+common/revocation.py). Tokens without ``sid``/``gen`` (older ones) read as ``""``/``0``.
 
 Verifiers (the gateway) fetch ``/.well-known/jwks.json`` or are given the public key; the JWKS
 lists the current key and any previous public keys still trusted during a key rotation.
@@ -65,6 +67,7 @@ class AccessClaims(msgspec.Struct, frozen=True, kw_only=True):
     nbf: int
     exp: int
     sid: str = ""
+    gen: int = 0
 
 
 def new_claims(
@@ -77,6 +80,7 @@ def new_claims(
     role: str,
     ttl: int,
     session_id: str = "",
+    generation: int = 0,
 ) -> AccessClaims:
     """The claims of a fresh access token valid from now for ``ttl`` seconds."""
     now = int(time.time())
@@ -92,6 +96,7 @@ def new_claims(
         nbf=now,
         exp=now + ttl,
         sid=session_id,
+        gen=generation,
     )
 
 
@@ -194,7 +199,14 @@ class TokenService:
         return self._jwks
 
     def issue(
-        self, *, user_id: str, username: str, organization: str, role: str, session_id: str
+        self,
+        *,
+        user_id: str,
+        username: str,
+        organization: str,
+        role: str,
+        session_id: str,
+        generation: int = 0,
     ) -> tuple[str, AccessClaims]:
         """Sign a new access token; returns the compact JWT and its claims."""
         claims = new_claims(
@@ -206,6 +218,7 @@ class TokenService:
             role=role,
             ttl=self.ttl,
             session_id=session_id,
+            generation=generation,
         )
         return sign(claims, self._private_key, self.kid), claims
 

@@ -7,6 +7,12 @@ right status. Handlers either return :func:`json_error` or raise :class:`ApiErro
 logged with its stack); :func:`make_error_middleware` also maps a backing service's errors (e.g.
 ``RedisError``) to 503 ``unavailable``.
 
+Request bodies are read through :func:`read_json`: bad bytes of any kind (invalid UTF-8, nesting
+deeper than the decoder's recursion limit) are 400 ``malformed_json``, never a 500, and a body that
+does not arrive in time (:class:`RequestTimeout`, raised by the read deadline of
+:mod:`common.server`) is 408 ``request_timeout``. Responses are ``Cache-Control: no-store`` unless
+their handler chose a caching policy (:func:`no_store_on_prepare`).
+
 Install the middlewares outermost first, so error responses get the security headers too::
 
     web.Application(middlewares=[security_headers_middleware, error_middleware])
@@ -18,7 +24,7 @@ A streaming handler prepares its response before the middleware sees it; such ap
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import msgspec
@@ -29,11 +35,14 @@ from aiohttp.typedefs import Handler, Middleware
 __all__ = [
     "SECURITY_HEADERS",
     "ApiError",
+    "RequestTimeout",
     "client_address",
+    "error_code",
     "error_middleware",
     "json_error",
     "json_response",
     "make_error_middleware",
+    "no_store_on_prepare",
     "read_json",
     "security_headers_middleware",
     "security_headers_on_prepare",
@@ -81,6 +90,15 @@ _BODY_HEADERS = frozenset({"content-type", "content-length", "content-encoding"}
 _encoder = msgspec.json.Encoder()
 
 
+class RequestTimeout(TimeoutError):
+    """The request body did not arrive within the server's read deadline.
+
+    :mod:`common.server` raises it into whatever reads the body. It is a ``TimeoutError`` so that
+    aiohttp's lingering read of a body nobody read stops on it quietly (instead of logging an
+    unhandled exception), and it is answered before any ``OSError`` ("unavailable") mapping.
+    """
+
+
 class ApiError(Exception):
     """Raise from a handler (or anything it calls) to answer with a JSON error."""
 
@@ -92,6 +110,11 @@ class ApiError(Exception):
         self.code = code
         self.message = message
         self.headers = dict(headers) if headers else {}
+
+
+def error_code(status: int) -> str:
+    """The machine code for an HTTP error status (``404`` -> ``"not_found"``)."""
+    return _STATUS_CODES.get(status, "internal_error" if status >= 500 else "bad_request")
 
 
 def json_response(data: Any, *, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
@@ -132,9 +155,18 @@ async def security_headers_on_prepare(request: web.Request, response: web.Stream
     _apply_security_headers(response)
 
 
+async def no_store_on_prepare(request: web.Request, response: web.StreamResponse) -> None:
+    """``on_response_prepare`` hook: ``Cache-Control: no-store`` unless the handler set a policy.
+
+    API answers are per-user (sessions, tokens, jobs, streamed chats) and must not be kept by a
+    browser or an intermediary; a handler that wants caching (the JWKS document) says so itself.
+    """
+    response.headers.setdefault(hdrs.CACHE_CONTROL, "no-store")
+
+
 def _from_http_exception(exc: web.HTTPException) -> web.Response:
     headers = {k: v for k, v in exc.headers.items() if k.lower() not in _BODY_HEADERS}
-    code = _STATUS_CODES.get(exc.status, "internal_error" if exc.status >= 500 else "bad_request")
+    code = error_code(exc.status)
     text = exc.text or ""
     message = exc.reason if text in {"", f"{exc.status}: {exc.reason}"} else text
     if exc.status == 413:
@@ -169,6 +201,8 @@ def make_error_middleware(
             if exc.status < 400:  # redirects and the like are not errors
                 raise
             return _from_http_exception(exc)
+        except RequestTimeout as exc:  # before `unavailable`: a TimeoutError is an OSError too
+            return _request_timeout(exc)
         except unavailable as exc:
             log.warning("dependency_unavailable", path=request.path, error=repr(exc))
             return json_error(503, "unavailable", "a backing service is unavailable", {"Retry-After": "1"})
@@ -187,6 +221,12 @@ error_middleware = make_error_middleware()
 """Turn every error into the JSON error shape; never leak a traceback to the client."""
 
 
+def _request_timeout(exc: RequestTimeout) -> web.Response:
+    response = json_error(408, "request_timeout", str(exc) or "the request was not received in time")
+    response.force_close()  # the rest of the body is still on its way; do not wait for it
+    return response
+
+
 def _is_json_content_type(content_type: str) -> bool:
     return content_type == "application/json" or (
         content_type.startswith("application/") and content_type.endswith("+json")
@@ -197,14 +237,18 @@ async def read_json(request: web.Request, model: type[T]) -> T:
     """Decode the request body strictly into ``model`` (a msgspec Struct or any msgspec type).
 
     A missing Content-Type is tolerated; an explicit non-JSON one is 415. The size limit is the
-    app's ``client_max_size`` (413 ``body_too_large`` via :func:`error_middleware`). Malformed JSON
-    is 400 ``malformed_json``; a valid document of the wrong shape is 400 ``invalid_request``.
+    app's ``client_max_size`` (413 ``body_too_large`` via :func:`error_middleware`), the time limit
+    the server's read deadline (408 ``request_timeout``). Malformed JSON is 400 ``malformed_json``;
+    a valid document of the wrong shape is 400 ``invalid_request``.
     """
     if request.content_type not in {"", "application/octet-stream"} and not _is_json_content_type(
         request.content_type
     ):
         raise ApiError(415, "unsupported_media_type", "send the body as application/json")
-    body = await request.read()
+    try:
+        body = await request.read()
+    except RequestTimeout as exc:  # aiohttp closes the connection: the body was never finished
+        raise ApiError(408, "request_timeout", str(exc)) from None
     if not body:
         raise ApiError(400, "malformed_json", "request body is empty; send a JSON object")
     try:
@@ -213,29 +257,48 @@ async def read_json(request: web.Request, model: type[T]) -> T:
         raise ApiError(400, "invalid_request", str(exc)) from None
     except msgspec.DecodeError:
         raise ApiError(400, "malformed_json", "request body is not valid JSON") from None
+    except UnicodeDecodeError:  # msgspec reports invalid UTF-8 inside a string this way
+        raise ApiError(400, "malformed_json", "request body is not valid UTF-8") from None
+    except RecursionError:  # the decoder recurses per nesting level: ~1,000 levels exhaust it
+        raise ApiError(400, "malformed_json", "request body is nested too deeply") from None
 
 
-def client_address(request: web.Request, *, trust_forwarded: bool = False, trusted_proxies: int = 1) -> str:
+def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        address = ipaddress.ip_address(text.strip())
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def client_address(
+    request: web.Request, *, trusted_proxies: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network] = ()
+) -> str:
     """The client's IP address, for throttling and logs.
 
-    ``X-Forwarded-For`` is read only when ``trust_forwarded`` (the service is reachable only
-    through its proxies). Each of the ``trusted_proxies`` proxies appends the address it saw, so
-    the client is that many entries from the right; entries further left are client-controlled.
-    Anything unparseable falls back to the peer address.
+    ``X-Forwarded-For`` is believed only as far as trusted proxies wrote it: starting from the TCP
+    peer, while the address at hand is inside ``trusted_proxies``, step to the entry that proxy
+    appended (walking the header from the right). The first address that is not a trusted proxy
+    is the client. So a peer that is not a trusted proxy is the client whatever it sends, entries a
+    client wrote itself are never reached, and a chain of proxies (CDN -> HAProxy) works when all
+    are listed. An unparseable entry stops the walk at the proxy that passed it on. IPv4-mapped
+    IPv6 addresses are reported as IPv4.
     """
     peer = request.remote or "unknown"
-    if not trust_forwarded:
+    address = _ip(peer)
+    if address is None:
         return peer
     entries = [
-        item.strip()
+        item
         for header in request.headers.getall(hdrs.X_FORWARDED_FOR, [])
         for item in header.split(",")
         if item.strip()
     ]
-    if not entries:
-        return peer
-    candidate = entries[-trusted_proxies] if len(entries) >= trusted_proxies else entries[0]
-    try:
-        return str(ipaddress.ip_address(candidate))
-    except ValueError:
-        return peer
+    while entries and any(address in network for network in trusted_proxies):
+        forwarded = _ip(entries.pop())
+        if forwarded is None:
+            break
+        address = forwarded
+    return str(address)

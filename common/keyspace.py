@@ -58,9 +58,10 @@ class Keyspace:
         return f"{self.prefix}sessions:activity"
 
     # -- requests and tokens ---------------------------------------------------------------------
-    def cancelled(self, request_id: str) -> str:
-        """Marker for a cancelled request, so a worker that picks it up later skips it."""
-        return f"{self.prefix}cancelled:{request_id}"
+    def cancelled(self, user_id: str, request_id: str) -> str:
+        """Marker for a cancelled request, so a worker that picks it up later skips it. Scoped to
+        the request's owner: a cancel can only ever stop that user's own request."""
+        return f"{self.prefix}cancelled:{self.user_tag(user_id)}:{request_id}"
 
     def revoked_jti(self, user_id: str, jti: str) -> str:
         """Denylisted access token; under the user's hash tag so the gateway's admission script
@@ -69,6 +70,16 @@ class Keyspace:
 
     def disabled_user(self, user_id: str) -> str:
         return f"{self.prefix}disabled_user:{self.user_tag(user_id)}"
+
+    def revoked_sid(self, user_id: str, sid: str) -> str:
+        """Every access token of one login (claim ``sid``, its refresh family) is refused; set by
+        logout and refresh-token reuse, kept for an access-token lifetime. See common/revocation.py."""
+        return f"{self.prefix}revoked_sid:{self.user_tag(user_id)}:{sid}"
+
+    def token_generation(self, user_id: str) -> str:
+        """Integer, no TTL: access tokens whose claim ``gen`` is lower are refused (logout/all,
+        password change, disable). Refresh families are stamped with it too."""
+        return f"{self.prefix}token_generation:{self.user_tag(user_id)}"
 
     def models_available(self) -> str:
         """Sorted set model name -> last time a worker saw a healthy node serving it."""
@@ -114,3 +125,26 @@ class Keyspace:
     def login_failures_ip(self, client_ip: str) -> str:
         """Counter of failed logins from one client address within the failure window."""
         return f"{self.prefix}auth:login_failures:ip:{client_ip}"
+
+    def login_failures_pair(self, username_lower: str, client_ip: str) -> str:
+        """Hash {n, until}: failed logins for one username from one address, and the end of the
+        exponential back-off they earned (auth/bruteforce.py)."""
+        return f"{self.prefix}auth:login_failures:pair:{username_lower}:{client_ip}"
+
+    def login_known_addresses(self, username_lower: str) -> str:
+        """Sorted set address -> last successful login: addresses exempt from the username's
+        failure ceiling, so an attack elsewhere cannot lock the owner out."""
+        return f"{self.prefix}auth:login_known:{username_lower}"
+
+    def registrations_ip(self, client_ip: str) -> str:
+        """Counter of registration attempts from one client address within its window."""
+        return f"{self.prefix}auth:registrations:ip:{client_ip}"
+
+    def auth_organization(self, name_folded: str) -> str:
+        """String -> user_id of the registration that created the organization; claimed with
+        SET NX on the NFKC-case-folded name, so an organization name is registered once."""
+        return f"{self.prefix}auth:organization:{name_folded}"
+
+    def auth_migration(self, name: str) -> str:
+        """Marker: the auth data migration ``name`` has completed."""
+        return f"{self.prefix}auth:migrations:{name}"

@@ -34,6 +34,11 @@ S3_PORT = 9000
 ARCHIVER_PORT = 8301
 HAPROXY_PORT, HAPROXY_TLS_PORT, HAPROXY_STATS_PORT = 8080, 8443, 8404
 PROMETHEUS_PORT = 9090
+# HAProxy connects to auth from this loopback address, the only peer whose X-Forwarded-For auth
+# believes (AUTH_TRUSTED_PROXIES): a client calling auth's 8001 directly comes from 127.0.0.1, so
+# it is throttled as itself and cannot pose as another address; clients through HAProxy are
+# throttled by their own address, not all as HAProxy's.
+HAPROXY_AUTH_SOURCE = "127.0.0.2"
 S3_ENV = {
     "S3_ENDPOINT_URL": f"http://127.0.0.1:{S3_PORT}",
     "S3_ACCESS_KEY_ID": "local-dev",
@@ -191,6 +196,7 @@ async def main() -> None:
                     "AUTH_PORT": str(AUTH_PORT),
                     "AUTH_HOST": "127.0.0.1",
                     "AUTH_SIGNING_KEY_FILE": str(private_key),
+                    "AUTH_TRUSTED_PROXIES": HAPROXY_AUTH_SOURCE,
                 },
                 f"http://127.0.0.1:{AUTH_PORT}/ready",
             )
@@ -237,7 +243,7 @@ async def main() -> None:
             ProcessSpec(
                 "haproxy",
                 (haproxy, "-db", "-f", str(ROOT / "haproxy" / "haproxy.cfg")),
-                {"SSL_DIR": str(ssl_dir), "CHECK_INTER": "1s"},
+                {"SSL_DIR": str(ssl_dir), "CHECK_INTER": "1s", "AUTH_SOURCE_ADDR": HAPROXY_AUTH_SOURCE},
                 f"http://127.0.0.1:{HAPROXY_PORT}/ready",
             )
         )

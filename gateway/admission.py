@@ -1,8 +1,10 @@
 """Admission of an authenticated request, in one Redis round trip per scope.
 
-One Lua script checks the token's denylist entry and the user's disabled flag and applies the
-per-user rate limit. All three keys share the user's hash tag, so the script runs in one Redis
-Cluster slot. The optional per-organization limit is a second call on the org's own key.
+One Lua script checks that the token is still honoured (the user's disabled flag, and the
+token's revocation by itself, by its login ``sid`` or by the user's token generation: the rule of
+common/revocation.py) and applies the per-user rate limit. All keys share the user's hash tag, so
+the script runs in one Redis Cluster slot. The optional per-organization limit is a second call
+on the org's own key.
 
 The limit is a sliding-window log: a sorted set of the admitted requests' times, so at most
 ``limit`` requests pass in *any* window of ``window`` seconds. Fixed windows would let twice the
@@ -19,13 +21,20 @@ from dataclasses import dataclass
 
 from common.keyspace import Keyspace
 from common.redis import RedisClient
+from common.revocation import DISABLED, LUA_TOKEN_STATUS, REVOKED, status_keys
 
-# KEYS[1] rate key (sorted set), KEYS[2] disabled flag (or absent), KEYS[3] revoked jti (or absent)
-# ARGV[1] limit, ARGV[2] window in ms, ARGV[3] cost (0: only check), ARGV[4] unique member id
+__all__ = ["DISABLED", "LIMITED", "OK", "REVOKED", "Admission", "Verdict"]
+
+# KEYS[1] rate key (sorted set); KEYS[2..5] (absent for the org call) as common.revocation's
+# status_keys: disabled flag, revoked jti, revoked sid, token generation.
+# ARGV[1] limit, ARGV[2] window in ms, ARGV[3] cost (0: only check), ARGV[4] unique member id,
+# ARGV[5] the token's generation.
 # Returns {verdict, remaining, retry_after_ms, reset_ms}; verdict 0 ok, 1 limited, 2 disabled, 3 revoked
-_ADMIT = """
-if KEYS[3] and redis.call('EXISTS', KEYS[3]) == 1 then return {3, 0, 0, 0} end
-if KEYS[2] and redis.call('EXISTS', KEYS[2]) == 1 then return {2, 0, 0, 0} end
+_ADMIT = (
+    LUA_TOKEN_STATUS
+    + """
+local status = token_status(KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[5])
+if status ~= 0 then return {status, 0, 0, 0} end
 local limit, window, cost = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 if limit <= 0 then return {0, -1, 0, 0} end
 local t = redis.call('TIME')
@@ -45,8 +54,9 @@ if cost > 0 then
 end
 return {0, limit - used - cost, 0, reset}
 """
+)
 
-OK, LIMITED, DISABLED, REVOKED = 0, 1, 2, 3
+OK, LIMITED = 0, 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,28 +103,30 @@ class Admission:
         self._window_ms = int(window_seconds * 1000)
         self._script = redis.register_script(_ADMIT)
 
-    async def admit(self, user_id: str, org_id: str, jti: str, *, cost: int) -> Verdict:
-        """Check revocation and the disabled flag; spend ``cost`` from the limits (0: check only)."""
+    async def admit(
+        self, user_id: str, org_id: str, jti: str, *, cost: int, sid: str = "", generation: int = 0
+    ) -> Verdict:
+        """Check the token is still honoured (disabled user; token, login ``sid`` or user-wide
+        revocation via ``generation``); spend ``cost`` from the limits (0: check only)."""
         user = await self._run(
-            [
-                self._keys.rate_limit(user_id),
-                self._keys.disabled_user(user_id),
-                self._keys.revoked_jti(user_id, jti),
-            ],
+            [self._keys.rate_limit(user_id), *status_keys(self._keys, user_id, jti, sid)],
             self._user_limit,
             cost,
             "user",
             jti,
+            generation,
         )
         if not user.allowed or cost == 0 or self._org_limit <= 0 or not org_id:
             return user
         org = await self._run([self._keys.rate_limit_org(org_id)], self._org_limit, cost, "org", jti)
         return org if not org.allowed else user
 
-    async def _run(self, keys: list[str], limit: int, cost: int, scope: str, token_id: str) -> Verdict:
+    async def _run(
+        self, keys: list[str], limit: int, cost: int, scope: str, token_id: str, generation: int = 0
+    ) -> Verdict:
         member = f"{token_id}:{uuid.uuid4().hex[:12]}"
         status, remaining, retry_ms, reset_ms = await self._script(
-            keys=keys, args=[limit, self._window_ms, cost, member]
+            keys=keys, args=[limit, self._window_ms, cost, member, generation]
         )
         return Verdict(
             status=int(status),

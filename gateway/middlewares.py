@@ -1,4 +1,4 @@
-"""Gateway middlewares: request id (propagated to workers and logs) and bearer-token auth."""
+"""Gateway middlewares: request and trace ids (propagated to workers and logs) and bearer-token auth."""
 
 from __future__ import annotations
 
@@ -12,38 +12,46 @@ from redis.exceptions import RedisError
 
 from common.http import ApiError
 from gateway.admission import DISABLED, LIMITED, REVOKED
-from gateway.state import PRINCIPAL_KEY, REQUEST_ID_KEY, STATE_KEY, VERDICT_KEY
+from gateway.state import PRINCIPAL_KEY, REQUEST_ID_KEY, STATE_KEY, TRACE_ID_KEY, VERDICT_KEY
 from gateway.tokens import InvalidToken
 
 REQUEST_ID_HEADER = "X-Request-ID"
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{8,128}$")
-PUBLIC_PATHS = frozenset({"/health", "/ready", "/metrics"})
+PUBLIC_PATHS = frozenset({"/health", "/ready", "/metrics", "/openapi.json"})
 # Requests that start a generation spend from the rate limit; the rest are only checked.
 LIMITED_ROUTES = frozenset({("POST", "/chat"), ("POST", "/v1/chat/completions"), ("POST", "/jobs")})
 
 
 @web.middleware
 async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Adopt a well-formed ``X-Request-ID`` (HAProxy sets one) or make one; echo it back."""
+    """Generate this request's id; keep a well-formed incoming ``X-Request-ID`` as its trace id.
+
+    The request id routes replies, names jobs and targets cancels, so it is always the server's
+    own (128 random bits): a client-chosen value would let two callers share a reply stream or
+    cancel each other's work. The caller's ``X-Request-ID`` (HAProxy sets one) is only a trace id:
+    logged, carried in broker messages and echoed back.
+    """
+    request_id = uuid.uuid4().hex
     incoming = request.headers.get(REQUEST_ID_HEADER, "")
-    request_id = incoming if _VALID_REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
+    trace_id = incoming if _VALID_REQUEST_ID.fullmatch(incoming) else request_id
     request[REQUEST_ID_KEY] = request_id
-    structlog.contextvars.bind_contextvars(request_id=request_id)
+    request[TRACE_ID_KEY] = trace_id
+    structlog.contextvars.bind_contextvars(request_id=request_id, trace_id=trace_id)
     try:
         response = await handler(request)
     except web.HTTPException as exc:
-        exc.headers[REQUEST_ID_HEADER] = request_id
+        exc.headers[REQUEST_ID_HEADER] = trace_id
         raise
     finally:
-        structlog.contextvars.unbind_contextvars("request_id")
+        structlog.contextvars.unbind_contextvars("request_id", "trace_id")
     if not response.prepared:
-        response.headers[REQUEST_ID_HEADER] = request_id
+        response.headers[REQUEST_ID_HEADER] = trace_id
     return response
 
 
 async def request_id_on_prepare(request: web.Request, response: web.StreamResponse) -> None:
-    if REQUEST_ID_KEY in request:
-        response.headers.setdefault(REQUEST_ID_HEADER, request[REQUEST_ID_KEY])
+    if TRACE_ID_KEY in request:
+        response.headers.setdefault(REQUEST_ID_HEADER, request[TRACE_ID_KEY])
 
 
 @web.middleware
@@ -65,7 +73,14 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         raise ApiError(401, exc.code, exc.message, headers=challenge) from None
     cost = 1 if (request.method, request.path) in LIMITED_ROUTES else 0
     try:
-        verdict = await state.admission.admit(principal.user_id, principal.org_id, principal.jti, cost=cost)
+        verdict = await state.admission.admit(
+            principal.user_id,
+            principal.org_id,
+            principal.jti,
+            cost=cost,
+            sid=principal.session_id,
+            generation=principal.generation,
+        )
     except RedisError as exc:
         raise ApiError(
             503, "unavailable", "the service cannot check this request now", headers={"Retry-After": "1"}

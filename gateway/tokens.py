@@ -31,7 +31,11 @@ class InvalidToken(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who is calling, from a verified token."""
+    """Who is calling, from a verified token.
+
+    ``session_id`` (claim ``sid``: the login, i.e. its refresh-token family), ``generation``
+    (claim ``gen``) and ``issued_at`` are what revocation checks against (common/revocation.py).
+    """
 
     user_id: str
     org_id: str
@@ -39,6 +43,9 @@ class Principal:
     username: str
     jti: str
     expires_at: float
+    session_id: str = ""
+    generation: int = 0
+    issued_at: float = 0.0
 
 
 class TokenVerifier:
@@ -126,6 +133,11 @@ class TokenVerifier:
         sub = claims.get("sub")
         if not isinstance(sub, str) or not sub:
             raise InvalidToken("invalid_token", "the token has no subject")
+        sid = claims.get("sid", "")
+        generation = claims.get("gen", 0)
+        # bool is an int in Python; a signed but malformed claim must not pass as generation 0/1.
+        if not isinstance(sid, str) or not isinstance(generation, int) or isinstance(generation, bool):
+            raise InvalidToken("invalid_token", "the token's sid or gen claim is malformed")
         return Principal(
             user_id=sub,
             org_id=str(claims.get("org", "")),
@@ -133,6 +145,9 @@ class TokenVerifier:
             username=str(claims.get("username", "")),
             jti=str(claims["jti"]),
             expires_at=float(claims["exp"]),
+            session_id=sid,
+            generation=generation,
+            issued_at=float(claims["iat"]),
         )
 
     async def _keys_for(self, kid: str | None) -> list[jwt.PyJWK]:

@@ -84,23 +84,25 @@ Login = Callable[..., Awaitable[dict[str, Any]]]
 
 @pytest.fixture
 def register(client: AuthClient) -> Register:
-    """Register a user (unique defaults) and return the 201 body plus the password used."""
+    """Register a user (unique defaults: each registration creates its own organization, as an
+    existing name is refused) and return the 201 body plus the password used."""
 
     async def go(
         username: str | None = None,
         password: str = "correct horse battery",
         email: str | None = None,
-        organization: str = "TestOrg",
+        organization: str | None = None,
         on: AuthClient | None = None,
+        headers: dict[str, str] | None = None,
     ) -> dict[str, Any]:
         name = username or f"user_{uuid.uuid4().hex[:12]}"
         body = {
             "username": name,
             "password": password,
             "email": email or f"{name}@company.com",
-            "organization": organization,
+            "organization": organization or f"Org {uuid.uuid4().hex[:12]}",
         }
-        resp = await (on or client).post("/register", json=body)
+        resp = await (on or client).post("/register", json=body, headers=headers)
         assert resp.status == 201, await resp.text()
         data: dict[str, Any] = await resp.json()
         return {**data, "password": password}
@@ -112,8 +114,11 @@ def register(client: AuthClient) -> Register:
 def login(client: AuthClient) -> Login:
     """Log in and return the token body (asserting 200)."""
 
-    async def go(username: str, password: str, on: AuthClient | None = None) -> dict[str, Any]:
-        resp = await (on or client).post("/login", json={"username": username, "password": password})
+    async def go(
+        username: str, password: str, on: AuthClient | None = None, headers: dict[str, str] | None = None
+    ) -> dict[str, Any]:
+        body = {"username": username, "password": password}
+        resp = await (on or client).post("/login", json=body, headers=headers)
         assert resp.status == 200, await resp.text()
         data: dict[str, Any] = await resp.json()
         return data

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 import msgspec
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
+from multidict import CIMultiDict
 
 from common.http import (
     SECURITY_HEADERS,
@@ -132,24 +134,41 @@ async def test_streamed_and_redirect_responses_get_headers(aiohttp_client: Any) 
 
 
 @pytest.mark.parametrize(
-    ("trust", "header", "proxies", "expected"),
+    ("peer", "header", "trusted", "expected"),
     [
-        (False, "198.51.100.1", 1, "127.0.0.1"),
-        (True, "198.51.100.1", 1, "198.51.100.1"),
-        (True, "203.0.113.5, 198.51.100.1", 1, "198.51.100.1"),
-        (True, "203.0.113.5, 198.51.100.1", 2, "203.0.113.5"),
-        (True, "198.51.100.1", 3, "198.51.100.1"),
-        (True, "not-an-ip", 1, "127.0.0.1"),
-        (True, "2001:db8::1", 1, "2001:db8::1"),
-        (True, None, 1, "127.0.0.1"),
+        # No trusted proxy configured: the header is ignored, whatever it says.
+        ("127.0.0.1", "198.51.100.1", "", "127.0.0.1"),
+        # The peer is not a trusted proxy: it is the client, even if it sends the header.
+        ("127.0.0.1", "198.51.100.1", "10.0.0.0/8", "127.0.0.1"),
+        ("203.0.113.7", "198.51.100.1", "127.0.0.2", "203.0.113.7"),
+        # A trusted proxy's appended entry (the right-most) is the client ...
+        ("127.0.0.2", "198.51.100.1", "127.0.0.2", "198.51.100.1"),
+        # ... and entries the client wrote itself (further left) are never reached.
+        ("127.0.0.2", "203.0.113.5, 198.51.100.1", "127.0.0.2", "198.51.100.1"),
+        # A chain of trusted proxies (CDN -> HAProxy) is walked through.
+        ("10.0.0.5", "203.0.113.5, 198.51.100.1, 10.1.2.3", "10.0.0.0/8", "198.51.100.1"),
+        # Garbage stops the walk at the proxy that passed it on; an absent header leaves the peer.
+        ("127.0.0.2", "not-an-ip", "127.0.0.2", "127.0.0.2"),
+        ("127.0.0.2", None, "127.0.0.2", "127.0.0.2"),
+        ("127.0.0.2", "2001:db8::1", "127.0.0.2", "2001:db8::1"),
+        ("::ffff:127.0.0.2", "::ffff:198.51.100.1", "127.0.0.2", "198.51.100.1"),
+        ("::1", "198.51.100.1", "::1", "198.51.100.1"),
     ],
 )
-def test_client_address(trust: bool, header: str | None, proxies: int, expected: str) -> None:
+def test_client_address(peer: str, header: str | None, trusted: str, expected: str) -> None:
     headers = {"X-Forwarded-For": header} if header is not None else {}
     request = make_mocked_request("GET", "/", headers=headers)
     # make_mocked_request has no peer; stand one in.
-    request = request.clone(remote="127.0.0.1")
-    assert client_address(request, trust_forwarded=trust, trusted_proxies=proxies) == expected
+    request = request.clone(remote=peer)
+    networks = [ipaddress.ip_network(item) for item in trusted.split(",") if item]
+    assert client_address(request, trusted_proxies=networks) == expected
+
+
+def test_client_address_reads_every_forwarded_for_line() -> None:
+    """HAProxy appends its own X-Forwarded-For line after one the client sent."""
+    headers = CIMultiDict([("X-Forwarded-For", "203.0.113.5"), ("X-Forwarded-For", "198.51.100.1")])
+    request = make_mocked_request("GET", "/", headers=headers).clone(remote="127.0.0.2")
+    assert client_address(request, trusted_proxies=[ipaddress.ip_network("127.0.0.2")]) == "198.51.100.1"
 
 
 async def test_health_ready_and_metrics(client: Any, register: Register, login: Login) -> None:

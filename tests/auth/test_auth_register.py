@@ -20,7 +20,7 @@ def _body(**overrides: Any) -> dict[str, Any]:
         "username": name,
         "password": "testpass123",
         "email": f"{name}@company.com",
-        "organization": "TestOrg",
+        "organization": f"Org {name}",  # an existing organization name is refused
     }
     return {**body, **overrides}
 
@@ -36,7 +36,7 @@ async def _assert_error(resp: Any, status: int, code: str) -> None:
 
 
 async def test_register_returns_201_with_the_seed_fields(client: Client) -> None:
-    body = _body(username="testuser", email="test@company.com")
+    body = _body(username="testuser", email="test@company.com", organization="TestOrg")
     resp = await client.post("/register", json=body)
     assert resp.status == 201
     data = await resp.json()

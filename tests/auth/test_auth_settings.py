@@ -43,9 +43,13 @@ def test_defaults() -> None:
     assert settings.access_token_ttl == 900
     assert settings.refresh_token_ttl == 14 * 24 * 3600
     assert settings.bcrypt_rounds == 12
-    assert (settings.login_max_failures_per_user, settings.login_max_failures_per_ip) == (5, 20)
+    assert settings.login_free_failures == 3
+    assert (settings.login_backoff_base, settings.login_backoff_max) == (1, 900)
+    assert (settings.login_max_failures_per_ip, settings.login_user_ceiling) == (30, 100)
     assert settings.login_failure_window == 900
-    assert settings.trust_forwarded is False
+    assert settings.login_known_address_days == 30
+    assert (settings.register_max_per_ip, settings.register_window) == (20, 3600)
+    assert settings.trusted_proxies == ()  # X-Forwarded-For is believed from nobody unless configured
     assert settings.max_body_bytes == 64 * 1024
     assert settings.signing_key_pem is None and settings.bootstrap_admin is None
 
@@ -84,12 +88,21 @@ def test_secrets_stay_out_of_repr() -> None:
             },
             "placeholder",
         ),
-        ({"AUTH_TRUST_FORWARDED": "maybe"}, "boolean"),
+        ({"AUTH_TRUST_FORWARDED": "true"}, "AUTH_TRUSTED_PROXIES"),
+        ({"AUTH_TRUSTED_PROXY_COUNT": "1"}, "AUTH_TRUSTED_PROXIES"),
+        ({"AUTH_LOGIN_MAX_FAILURES_PER_USER": "5"}, "AUTH_LOGIN_USER_CEILING"),
+        ({"AUTH_TRUSTED_PROXIES": "127.0.0.1,haproxy"}, "not an IP address"),
+        ({"AUTH_TRUSTED_PROXIES": "10.0.0.0/33"}, "not an IP address"),
     ],
 )
 def test_refusals(environ: dict[str, str], message: str) -> None:
     with pytest.raises(SettingsError, match=message):
         AuthSettings.from_env(environ)
+
+
+def test_trusted_proxies_are_addresses_and_networks() -> None:
+    settings = AuthSettings.from_env({"AUTH_TRUSTED_PROXIES": " 127.0.0.2, 172.30.0.0/24 ,::1,, "})
+    assert [str(n) for n in settings.trusted_proxies] == ["127.0.0.2/32", "172.30.0.0/24", "::1/128"]
 
 
 def test_non_ed25519_and_garbage_keys_are_refused() -> None:

@@ -86,8 +86,7 @@ async def auth_server(base_env: dict[str, str], keys: KeyPair) -> AsyncIterator[
             "AUTH_BCRYPT_ROUNDS": "4",
             "AUTH_HASH_WORKERS": "2",
             "AUTH_SIGNING_KEY": signing_pem,
-            "AUTH_TRUST_FORWARDED": "true",
-            "AUTH_TRUSTED_PROXY_COUNT": "1",
+            "AUTH_TRUSTED_PROXIES": "127.0.0.1",  # HAProxy, as in compose (its fixed address)
         }
     )
     server = await start_server(create_auth_app(settings))
