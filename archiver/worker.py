@@ -38,6 +38,7 @@ from common.health import broker_and_redis_ready
 from common.keyspace import Keyspace
 from common.redis import RedisClient, open_redis
 from common.runtime import within
+from common.session_reader import SessionReader
 from common.sessions import ArchivePointer, SessionStore
 
 log = structlog.get_logger(__name__)
@@ -53,6 +54,7 @@ class Archiver:
         self.store = ArchiveStore(settings.s3)
         self._redis: RedisClient | None = None
         self._sessions: SessionStore | None = None
+        self._reader: SessionReader | None = None
         self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractChannel | None = None
         self._queue: AbstractQueue | None = None
@@ -77,6 +79,7 @@ class Archiver:
             s.common.redis_url, cluster=s.common.redis_cluster, max_connections=s.common.redis_max_connections
         )
         self._sessions = SessionStore(self._redis, self.keys)
+        self._reader = SessionReader(self._sessions, self.store)
         await self.store.__aenter__()
         try:
             await self._ensure_bucket()
@@ -212,12 +215,13 @@ class Archiver:
 
     async def archive(self, event: SessionEvent) -> str:
         """Archive one session; returns 'removed', 'kept' (changed meanwhile), 'skipped' or 'gone'."""
-        assert self._sessions is not None
+        assert self._sessions is not None and self._reader is not None
         sessions = self._sessions
         user_id, session_id = event.user_id, event.session_id
         if await sessions.deleted(user_id, session_id):
             return "gone"
-        snapshot = await sessions.snapshot(user_id, session_id)
+        located = await self._reader.locate(user_id, session_id)
+        snapshot, previous = located.snapshot, located.pointer
         if snapshot is None:
             return "gone"  # already archived (a replay) or never existed
         finishing = event.event == "session.finished"
@@ -226,7 +230,6 @@ class Archiver:
         if not finishing and not snapshot.spilled:
             return "skipped"
         meta = snapshot.meta
-        previous = await sessions.pointer(user_id, session_id)
         # A session resumed after archiving keeps its one object (and its original date path).
         key = previous.key if previous else object_key(meta.org_id, user_id, session_id, meta.created_at)
         document: ArchivedSession | None = None
@@ -254,7 +257,7 @@ class Archiver:
                             [*snapshot.spilled, *(snapshot.turns if finishing else [])],
                         ),
                     )
-                    await self.store.put_verified(key, document)
+                    self.metrics.object_bytes.observe(await self.store.put_verified(key, document))
                 except ArchiveUnavailable:
                     self._bucket_ready = False
                     raise

@@ -13,6 +13,7 @@ from typing import Any
 import msgspec
 
 from broker.messages import (
+    ALL_MESSAGES,
     SCHEMA_VERSION,
     Cancel,
     ChatDone,
@@ -64,7 +65,7 @@ def _message(struct: type[msgspec.Struct], summary: str) -> dict[str, Any]:
 def asyncapi(topology: Topology | None = None) -> dict[str, Any]:
     t = topology or Topology()
     _, components = msgspec.json.schema_components(
-        [ChatRequest, TokenChunk, ChatDone, ChatError, Cancel, SessionEvent],
+        ALL_MESSAGES,
         ref_template="#/components/schemas/{name}",
     )
     return {

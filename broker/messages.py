@@ -152,6 +152,7 @@ reply_decoder = msgspec.json.Decoder(Reply)
 cancel_decoder = msgspec.json.Decoder(Cancel)
 event_decoder = msgspec.json.Decoder(SessionEvent)
 
+# Every message type on the broker, in contract order (the AsyncAPI document lists these).
 ALL_MESSAGES: tuple[type[msgspec.Struct], ...] = (
     ChatRequest,
     TokenChunk,

@@ -167,8 +167,9 @@ class ArchiveStore:
         except (OSError, EOFError, msgspec.DecodeError) as exc:
             raise ArchiveCorrupt(f"{key} is not a readable archive: {exc}") from exc
 
-    async def put_verified(self, key: str, document: ArchivedSession) -> None:
-        """Write, then read the object's metadata back and compare size and checksum."""
+    async def put_verified(self, key: str, document: ArchivedSession) -> int:
+        """Write, then read the object's metadata back and compare size and checksum; returns the
+        object's size in bytes."""
         body = gzip.compress(_encoder.encode(document), mtime=0)
         digest = hashlib.sha256(body).hexdigest()
         try:
@@ -189,6 +190,7 @@ class ArchiveStore:
             raise ArchiveUnavailable(f"cannot write {key}: {exc}") from exc
         if head.get("ContentLength") != len(body) or head.get("Metadata", {}).get("sha256") != digest:
             raise ArchiveCorrupt(f"{key} did not read back as written")
+        return len(body)
 
     async def delete(self, key: str) -> None:
         """Remove an object (S3 deletes are idempotent: a missing key is fine)."""

@@ -201,45 +201,46 @@ class SessionStore:
         self._finish = redis.register_script(_FINISH_ARCHIVE)
         self._delete = redis.register_script(_DELETE)
 
-    # -- reading ---------------------------------------------------------------------------------
+    # -- reading (callers outside common/ read through common.session_reader.SessionReader) ------
     async def recent_turns(self, user_id: str, session_id: str, window: int) -> list[Turn]:
-        """The last ``window`` turns of the session, oldest first (empty for a new session)."""
+        """The last ``window`` turns in Redis, oldest first (empty for a new session)."""
         if window <= 0:
             return []
         raw = await self._redis.lrange(self._keys.session_turns(user_id, session_id), -window, -1)
-        return [_turn_decoder.decode(item) for item in raw]
+        return self.decode_turns(raw)
+
+    def queue_recent(self, pipe: Any, user_id: str, session_id: str, window: int) -> None:
+        """Queue :meth:`recent_turns`'s read on a caller's pipeline; decode with :meth:`decode_turns`."""
+        pipe.lrange(self._keys.session_turns(user_id, session_id), -window, -1)
 
     @staticmethod
-    def decode_turns(raw: list[bytes]) -> list[Turn]:
-        """Decode an LRANGE of a turns list read by a caller's own pipeline."""
+    def decode_turns(raw: list[bytes] | list[bytes | str]) -> list[Turn]:
         return [_turn_decoder.decode(item) for item in raw]
-
-    async def all_turns(self, user_id: str, session_id: str) -> list[Turn]:
-        """Every turn still in Redis, spilled ones included, oldest first."""
-        snapshot = await self.snapshot(user_id, session_id)
-        return [] if snapshot is None else [*snapshot.spilled, *snapshot.turns]
 
     async def meta(self, user_id: str, session_id: str) -> SessionMeta | None:
         return _meta(
             user_id, session_id, await self._redis.hgetall(self._keys.session_meta(user_id, session_id))
         )
 
-    async def snapshot(self, user_id: str, session_id: str) -> Snapshot | None:
-        """Meta, spill and turns read atomically (one MULTI on one slot)."""
+    async def snapshot_and_pointer(
+        self, user_id: str, session_id: str
+    ) -> tuple[Snapshot | None, ArchivePointer | None]:
+        """Meta, spill, turns and archive pointer read atomically (one MULTI on the user's slot)."""
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.hgetall(self._keys.session_meta(user_id, session_id))
             pipe.lrange(self._keys.session_spill(user_id, session_id), 0, -1)
             pipe.lrange(self._keys.session_turns(user_id, session_id), 0, -1)
-            raw_meta, raw_spill, raw_turns = await pipe.execute()
+            pipe.hget(self._keys.session_archive(user_id), session_id)
+            raw_meta, raw_spill, raw_turns, raw_pointer = await pipe.execute()
+        pointer = None if raw_pointer is None else _pointer_decoder.decode(raw_pointer)
         meta = _meta(user_id, session_id, raw_meta)
         if meta is None:
-            return None
+            return None, pointer
         meta.spilled = len(raw_spill)
-        return Snapshot(
-            meta=meta,
-            spilled=[_turn_decoder.decode(t) for t in raw_spill],
-            turns=[_turn_decoder.decode(t) for t in raw_turns],
+        snapshot = Snapshot(
+            meta=meta, spilled=self.decode_turns(raw_spill), turns=self.decode_turns(raw_turns)
         )
+        return snapshot, pointer
 
     async def pointer(self, user_id: str, session_id: str) -> ArchivePointer | None:
         raw = await self._redis.hget(self._keys.session_archive(user_id), session_id)

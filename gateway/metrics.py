@@ -45,6 +45,12 @@ class GatewayMetrics:
             "Requests shed with 503 because the queue was full",
             registry=r,
         )
+        self.replies_dropped = Counter(
+            "chat_replies_dropped_total",
+            "Replies not delivered: unroutable (the client left), undecodable, mismatched (wrong owner)",
+            ["reason"],
+            registry=r,
+        )
         self.cancels = Counter("chat_cancellations_total", "Cancels published", ["reason"], registry=r)
         self.auth_failures = Counter(
             "gateway_auth_failures_total", "Rejected tokens by reason", ["reason"], registry=r

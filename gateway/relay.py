@@ -13,7 +13,7 @@ it is consumed with no-ack: replies are transient and a lost gateway loses its c
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import msgspec
@@ -28,14 +28,20 @@ log = structlog.get_logger(__name__)
 
 
 class ReplyRouter:
-    def __init__(self, channel: AbstractChannel, queue_name: str, *, expires_seconds: float) -> None:
+    def __init__(
+        self,
+        channel: AbstractChannel,
+        queue_name: str,
+        *,
+        expires_seconds: float,
+        on_drop: Callable[[str], None] = lambda reason: None,
+    ) -> None:
         self._channel = channel
         self._queue_name = queue_name
         self._expires = expires_seconds
         self._queue: AbstractQueue | None = None
         self._pending: dict[str, tuple[str, asyncio.Queue[Reply]]] = {}
-        self.unroutable = 0
-        self.mismatched = 0
+        self._on_drop = on_drop  # counts replies not delivered, by reason (a metric)
 
     async def start(self) -> None:
         self._queue = await self._channel.declare_queue(
@@ -87,16 +93,17 @@ class ReplyRouter:
         target = self._pending.get(correlation_id)
         if target is None:
             # The client is gone (disconnect or deadline); late replies are expected then.
-            self.unroutable += 1
+            self._on_drop("unroutable")
             return
         try:
             reply = reply_decoder.decode(message.body)
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
             log.error("reply_undecodable", correlation_id=correlation_id, error=str(exc))
+            self._on_drop("undecodable")
             return
         user_id, queue = target
         if reply.request_id != correlation_id or reply.user_id != user_id:
-            self.mismatched += 1
+            self._on_drop("mismatched")
             log.error("reply_mismatched", correlation_id=correlation_id, reply_request_id=reply.request_id)
             return
         queue.put_nowait(reply)

@@ -15,7 +15,7 @@ from aiohttp import web
 
 from broker.events import publish_session_event
 from broker.messages import SessionEvent
-from common.archive import ArchiveCorrupt, ArchiveUnavailable, merge_turns
+from common.archive import ArchiveCorrupt, ArchiveUnavailable
 from common.http import ApiError, json_response
 from common.sessions import ArchivePointer, SessionMeta, Turn
 from gateway.state import STATE_KEY, GatewayState, principal_of, request_id_of, trace_id_of
@@ -58,7 +58,8 @@ def _int_param(request: web.Request, name: str, default: int, maximum: int) -> i
     raw = request.query.get(name)
     if raw is None:
         return default
-    if not raw.isdigit() or not 0 <= int(raw) <= maximum:
+    # ASCII digits only: str.isdigit() also accepts "²" and "٣", which int() refuses or reads.
+    if not (raw.isascii() and raw.isdigit()) or not 0 <= int(raw) <= maximum:
         raise ApiError(400, "invalid_parameter", f"{name} must be an integer between 0 and {maximum}")
     return int(raw)
 
@@ -87,25 +88,16 @@ async def get_own_session(request: web.Request) -> web.Response:
     state = request.app[STATE_KEY]
     user_id = principal_of(request).user_id
     session_id = check_session_id(request.match_info["session_id"])
-    snapshot = await state.sessions.snapshot(user_id, session_id)
-    pointer = await state.sessions.pointer(user_id, session_id)
-    if snapshot is None and pointer is None:
+    try:
+        view = await state.reader.view(user_id, session_id)
+    except (ArchiveUnavailable, ArchiveCorrupt) as exc:
+        raise _archive_down(exc) from None
+    if view is None:
         raise ApiError(404, "session_not_found", "no such session")
-    archived: list[Turn] = []
-    if pointer is not None:
-        try:
-            document = await state.archive.get(pointer.key)
-        except (ArchiveUnavailable, ArchiveCorrupt) as exc:
-            raise _archive_down(exc) from None
-        archived = document.turns if document is not None else []
-    if snapshot is not None:
-        summary = _summary(snapshot.meta, session_id)
-        turns = merge_turns(archived, [*snapshot.spilled, *snapshot.turns])
-    else:
-        assert pointer is not None
-        summary = _summary(pointer, session_id)
-        turns = archived
-    summary["turns"] = [_turn(t) for t in turns]
+    where = view.located.snapshot.meta if view.located.snapshot is not None else view.located.pointer
+    assert where is not None
+    summary = _summary(where, session_id)
+    summary["turns"] = [_turn(t) for t in view.turns]
     return json_response(summary)
 
 
@@ -158,9 +150,10 @@ async def delete_own_session(request: web.Request) -> web.Response:
     state = request.app[STATE_KEY]
     user_id = principal_of(request).user_id
     session_id = check_session_id(request.match_info["session_id"])
-    pointer = await state.sessions.pointer(user_id, session_id)
-    if pointer is None and await state.sessions.meta(user_id, session_id) is None:
+    located = await state.reader.locate(user_id, session_id)
+    if not located.exists:
         raise ApiError(404, "session_not_found", "no such session")
+    pointer = located.pointer
     await state.sessions.mark_deleted(user_id, session_id)  # an archiver mid-write drops its object
     if pointer is not None:
         try:

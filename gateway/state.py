@@ -18,9 +18,12 @@ from yarl import URL
 
 from broker.messages import Cancel
 from common.archive import ArchiveStore
+from common.cancels import CancelMarkers
 from common.jobs import JobStore
 from common.keyspace import Keyspace
+from common.models import ModelRegistry
 from common.redis import RedisClient
+from common.session_reader import SessionReader
 from common.sessions import SessionStore
 from gateway.admission import Admission, Verdict
 from gateway.metrics import GatewayMetrics
@@ -43,6 +46,9 @@ class GatewayState:
     publisher: RequestPublisher
     admission: Admission
     sessions: SessionStore
+    reader: SessionReader
+    cancels: CancelMarkers
+    model_registry: ModelRegistry
     jobs: JobStore
     archive: ArchiveStore
     events: AbstractExchange
@@ -86,11 +92,9 @@ class GatewayState:
         if now - self._models_read_at > 5.0:
             self._models_read_at = now
             try:
-                raw = await self.redis.zrangebyscore(self.keys.models_available(), time.time() - 60, "+inf")
+                self._models = await self.model_registry.available()
             except (RedisError, OSError) as exc:
                 log.warning("models_unavailable", error=str(exc))
-                return self._models
-            self._models = tuple(sorted(m.decode() if isinstance(m, bytes) else str(m) for m in raw))
         return self._models
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
@@ -111,9 +115,7 @@ class GatewayState:
         except Exception as exc:
             log.warning("cancel_publish_failed", request_id=cancel.request_id, error=str(exc))
         try:
-            await self.redis.set(
-                self.keys.cancelled(cancel.user_id, cancel.request_id), cancel.reason, ex=ttl
-            )
+            await self.cancels.mark(cancel.user_id, cancel.request_id, cancel.reason, ttl=ttl)
         except Exception as exc:
             log.warning("cancel_mark_failed", request_id=cancel.request_id, error=str(exc))
 

@@ -1,50 +1,39 @@
-"""What the model sees: the request's own messages after a window of the session's recent turns,
-read from Redis, or from the archive when the session was archived and then resumed."""
+"""What the model sees: the request's own messages after a window of the session's recent turns
+(read through the one session reader: Redis, or the archive for a resumed archived session)."""
 
 from __future__ import annotations
 
-import structlog
-
 from broker.messages import ChatRequest
-from common.archive import ArchiveCorrupt, ArchiveStore, ArchiveUnavailable
-from common.keyspace import Keyspace
+from common.cancels import CancelMarkers
 from common.redis import RedisClient
-from common.sessions import SessionStore, Turn
-
-log = structlog.get_logger(__name__)
+from common.session_reader import SessionReader
+from common.sessions import Turn
 
 
 class HistoryReader:
     def __init__(
-        self,
-        redis: RedisClient,
-        keys: Keyspace,
-        sessions: SessionStore,
-        archive: ArchiveStore | None,
-        *,
-        window: int,
+        self, redis: RedisClient, cancels: CancelMarkers, sessions: SessionReader, *, window: int
     ) -> None:
         self._redis = redis
-        self._keys = keys
+        self._cancels = cancels
         self._sessions = sessions
-        self._archive = archive
         self._window = window
 
     async def prefetch(self, request: ChatRequest) -> tuple[bool, list[Turn]]:
-        """Whether the request was cancelled before it started, and its recent history: one round trip."""
-        wants_history = bool(request.session_id and request.use_history and self._window > 0)
+        """Whether the request was cancelled before it started, and its recent history: one round
+        trip (both keys are under the user's hash tag)."""
+        session_id = request.session_id if request.use_history and self._window > 0 else None
         async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.exists(self._keys.cancelled(request.user_id, request.request_id))
-            if wants_history:
-                assert request.session_id is not None
-                pipe.lrange(self._keys.session_turns(request.user_id, request.session_id), -self._window, -1)
+            self._cancels.queue_check(pipe, request.user_id, request.request_id)
+            if session_id:
+                self._sessions.queue_recent(pipe, request.user_id, session_id, self._window)
             results = await pipe.execute()
         cancelled = bool(results[0])
-        history = SessionStore.decode_turns(results[1]) if wants_history else []
-        if wants_history and not history and not cancelled:
-            assert request.session_id is not None
-            history = await self._archived(request.user_id, request.session_id)
-        return cancelled, history
+        if cancelled or not session_id:
+            return cancelled, []
+        return False, await self._sessions.recent(
+            request.user_id, session_id, self._window, prefetched=results[1]
+        )
 
     @staticmethod
     def conversation(request: ChatRequest, history: list[Turn]) -> list[dict[str, str]]:
@@ -55,14 +44,3 @@ class HistoryReader:
         else:
             messages.append({"role": "user", "content": request.prompt})
         return messages
-
-    async def _archived(self, user_id: str, session_id: str) -> list[Turn]:
-        pointer = await self._sessions.pointer(user_id, session_id)
-        if pointer is None or self._archive is None:
-            return []
-        try:
-            document = await self._archive.get(pointer.key)
-        except (ArchiveUnavailable, ArchiveCorrupt) as exc:
-            log.warning("archived_history_unavailable", error=str(exc))
-            return []
-        return [] if document is None else document.turns[-self._window :]

@@ -27,11 +27,14 @@ from redis.exceptions import RedisError
 from broker.messages import ChatDone, ChatRequest, cancel_decoder, request_decoder
 from common.amqp import connect, topology_for
 from common.archive import ArchiveStore
+from common.cancels import CancelMarkers
 from common.health import broker_and_redis_ready
 from common.jobs import JobStore
 from common.keyspace import Keyspace
+from common.models import ModelRegistry
 from common.redis import RedisClient, open_redis
 from common.runtime import within
+from common.session_reader import SessionReader
 from common.sessions import SessionStore, Turn
 from inference_worker.generation import Generation, Generator, Progress
 from inference_worker.history import HistoryReader
@@ -64,6 +67,7 @@ class InferenceWorker:
         self._stack = AsyncExitStack()
         self._ollama: OllamaClient | None = None
         self._history: HistoryReader | None = None
+        self._models: ModelRegistry | None = None
         self._generator: Generator | None = None
         self._replies: ReplyPublisher | None = None
         self._consumer_tag: str | None = None
@@ -108,8 +112,12 @@ class InferenceWorker:
             max_chars=s.chunk_max_chars,
         )
         archive = await self._stack.enter_async_context(ArchiveStore(s.s3))
+        self._models = ModelRegistry(self._redis, self.keys)
         self._history = HistoryReader(
-            self._redis, self.keys, self._sessions, archive, window=s.history_window
+            self._redis,
+            CancelMarkers(self._redis, self.keys),
+            SessionReader(self._sessions, archive),
+            window=s.history_window,
         )
         self._connection = await connect(s.common.rabbitmq_url, client_name=f"{s.common.service_name}")
         reply_channel = await self._connection.channel(publisher_confirms=False)
@@ -181,10 +189,9 @@ class InferenceWorker:
 
         await asyncio.gather(*(probe(node) for node in self.pool.nodes))
         models = self.pool.models()
-        if models and self._redis is not None:
+        if models and self._models is not None:
             with contextlib.suppress(RedisError, OSError):
-                now = time.time()
-                await self._redis.zadd(self.keys.models_available(), dict.fromkeys(models, now))
+                await self._models.announce(models)
 
     async def _probe_loop(self) -> None:
         while True:

@@ -118,11 +118,11 @@ async def test_turns_added_while_archiving_are_kept_and_archived_later(
     real_put = archiver.store.put_verified
     chatted = asyncio.Event()
 
-    async def put_while_user_chats(key: str, document: Any) -> None:
+    async def put_while_user_chats(key: str, document: Any) -> int:
         if not chatted.is_set():
             chatted.set()
             await _chat(gateway, token, "busy", "during archiving")  # lands between snapshot and removal
-        await real_put(key, document)
+        return await real_put(key, document)
 
     archiver.store.put_verified = put_while_user_chats  # type: ignore[method-assign]
     assert (await gateway.post("/sessions/busy/end", headers=auth_header(token))).status == 202

@@ -208,7 +208,8 @@ async def test_a_cancel_naming_another_users_request_stops_nothing(
 async def test_router_drops_a_reply_for_another_user(amqp: Any, namespace: str) -> None:
     """A reply whose body names another request or user never reaches the subscriber."""
     channel = await amqp.channel()
-    router = ReplyRouter(channel, f"{namespace}.replies.identity", expires_seconds=60)
+    dropped: list[str] = []
+    router = ReplyRouter(channel, f"{namespace}.replies.identity", expires_seconds=60, on_drop=dropped.append)
     await router.start()
     try:
         with router.subscribe("rid-1", "alice") as queue:
@@ -224,7 +225,7 @@ async def test_router_drops_a_reply_for_another_user(amqp: Any, namespace: str) 
             assert isinstance(reply, TokenChunk) and reply.user_id == "alice" and reply.request_id == "rid-1"
             await asyncio.sleep(0.2)
             assert queue.empty()
-            assert router.mismatched == 2
+            assert dropped == ["mismatched", "mismatched"]
             with pytest.raises(RuntimeError), router.subscribe("rid-1", "bob"):
                 pass
     finally:
