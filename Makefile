@@ -10,12 +10,13 @@ run: $(STAMP) services
 	@bash scripts/ensure-services.sh haproxy prometheus
 	$(PY) -m devstack
 
-.PHONY: run help install test lint typecheck pytest bench contract services clean
+.PHONY: run help install test lint typecheck pytest bench contract fuzz services clean
 
 help:
 	@echo "make run     - run the whole system locally (see README)"
 	@echo "make test    - install what is needed, then ruff, mypy and the test suite"
 	@echo "make bench   - load test: streamed chats through the pipeline vs. the simulator directly"
+	@echo "make fuzz    - property-based API test (schemathesis) against the real services, 10 min"
 	@echo "make lint    - ruff only"
 	@echo "make deploy  - production topology with Docker Compose (./deploy_enterprise.sh; also: make up)"
 	@echo "make ps | make logs [svc=gateway-1] | make scale WORKERS=n GATEWAYS=n | make backup | make down"
@@ -48,6 +49,15 @@ bench: $(STAMP) services
 
 contract: $(STAMP)
 	$(PY) -m broker.contract
+	$(PY) -m gateway.contract
+
+# The property-based API test (tests/gateway/test_http_fuzz.py) run longer than in `make test`:
+# FUZZ_SECONDS per service, FUZZ_MAX_EXAMPLES cases per operation, FUZZ_SEED to replay a run.
+FUZZ_SECONDS ?= 600
+FUZZ_MAX_EXAMPLES ?= 1000
+fuzz: $(STAMP) services
+	FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_MAX_EXAMPLES=$(FUZZ_MAX_EXAMPLES) \
+		$(VENV)/bin/pytest tests/gateway/test_http_fuzz.py -p no:cacheprovider -rA $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

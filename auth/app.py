@@ -10,7 +10,6 @@ import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.asyncio import Redis
-from redis.exceptions import RedisClusterException, RedisError
 
 from auth import handlers_admin, handlers_users
 from auth.accounts import ensure_bootstrap_admin
@@ -42,16 +41,13 @@ from common.http import (
     security_headers_middleware,
 )
 from common.keyspace import Keyspace
-from common.redis import RedisClient, open_redis
+from common.redis import REDIS_UNAVAILABLE, RedisClient, open_redis
 from common.revocation import REVOCATION_MARGIN_SECONDS, TokenRevocation
 
 __all__ = ["close_redis", "create_app"]
 
 log = structlog.get_logger(__name__)
 
-# What a Redis outage raises: the cluster client's start-up failure is no RedisError, and
-# socket errors (TimeoutError included) can surface unwrapped.
-REDIS_UNAVAILABLE: tuple[type[Exception], ...] = (RedisError, RedisClusterException, OSError)
 BOOTSTRAP_ATTEMPTS = 5
 READY_TIMEOUT = 2.0
 

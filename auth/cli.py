@@ -25,7 +25,7 @@ from common.http import ApiError
 from common.keyspace import Keyspace
 from common.logging import configure_logging
 from common.redis import create_redis
-from common.runtime import forever, run, serving
+from common.runtime import forever, launch, serving
 from common.settings import Env, SettingsError
 
 __all__ = ["create_admin", "main"]
@@ -129,10 +129,7 @@ async def _serve_until_signalled(settings: AuthSettings) -> None:
 
 
 def _serve(environ: Mapping[str, str]) -> int:
-    settings = AuthSettings.from_env(environ)
-    common = settings.common
-    configure_logging(service=common.service_name, level=common.log_level, json=common.log_json)
-    run(_serve_until_signalled(settings))
+    launch(AuthSettings.from_env(environ), _serve_until_signalled)
     return 0
 
 

@@ -9,7 +9,7 @@ from auth.appkeys import REFRESH, SETTINGS, USERS
 from auth.guard import require_admin
 from auth.schemas import ROLES, RoleRequest
 from auth.users import User
-from common.http import ApiError, json_response, read_json
+from common.http import ApiError, json_response, query_int, read_json
 
 __all__ = ["routes"]
 
@@ -34,12 +34,9 @@ def _target(request: web.Request, admin: User) -> str:
 @routes.get("/admin/users")
 async def list_users(request: web.Request) -> web.Response:
     await require_admin(request)
-    raw_limit = request.query.get("limit")
-    limit = request.app[SETTINGS].admin_page_size
-    if raw_limit is not None:
-        if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_PAGE_SIZE:
-            raise ApiError(400, "invalid_request", f"limit must be an integer from 1 to {MAX_PAGE_SIZE}")
-        limit = int(raw_limit)
+    limit = query_int(
+        request, "limit", request.app[SETTINGS].admin_page_size, minimum=1, maximum=MAX_PAGE_SIZE
+    )
     try:
         users, next_cursor = await request.app[USERS].page(request.query.get("cursor"), limit)
     except ValueError:

@@ -10,7 +10,7 @@ one bumps ``SCHEMA_VERSION``. Replies are a tagged union on the ``type`` field.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -36,6 +36,20 @@ class ChatMessage(msgspec.Struct, kw_only=True):
     content: str
 
 
+class GenerationOptions(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """Sampling options, named and meant as Ollama's ``options`` (the worker passes them on)."""
+
+    temperature: float | None = None
+    top_p: float | None = None
+    num_predict: int | None = None  # the most tokens to generate
+    seed: int | None = None
+    stop: str | list[str] | None = None
+
+    def to_ollama(self) -> dict[str, object]:
+        """Ollama's ``options`` object: only what was set."""
+        return {k: v for k, v in msgspec.structs.asdict(self).items() if v is not None}
+
+
 class ChatRequest(msgspec.Struct, kw_only=True, tag=CHAT_REQUEST, tag_field="type"):
     """A chat generation request, published to the request queue.
 
@@ -57,9 +71,17 @@ class ChatRequest(msgspec.Struct, kw_only=True, tag=CHAT_REQUEST, tag_field="typ
     messages: list[ChatMessage] | None = None
     use_history: bool = True
     record: bool = True
-    options: dict[str, float | int | str | bool] | None = None
+    options: GenerationOptions | None = None
     job_id: str | None = None
     trace_id: str = ""
+
+    @property
+    def user_turn(self) -> str:
+        """The user's turn this request answers: its last user message, else ``prompt``."""
+        for message in reversed(self.messages or ()):
+            if message.role == "user":
+                return message.content
+        return self.prompt
 
 
 class Usage(msgspec.Struct, kw_only=True):
@@ -73,14 +95,24 @@ class Usage(msgspec.Struct, kw_only=True):
     eval_duration_ns: int = 0
 
 
+# The ``generation`` field of every reply: which attempt at the request it belongs to.
+AttemptId = Annotated[
+    str,
+    msgspec.Meta(
+        description="Id of one attempt at the request: a worker that takes the request up (again, "
+        "after a redelivery) answers under a new one, so a new value means the answer restarted"
+    ),
+]
+
+
 class TokenChunk(msgspec.Struct, kw_only=True, tag=TOKEN, tag_field="type"):
-    """A coalesced run of generated text. ``seq`` starts at 0 for each ``generation``."""
+    """A coalesced run of generated text. ``seq`` starts at 0 for each attempt (``generation``)."""
 
     schema_version: int = SCHEMA_VERSION
     request_id: str
     user_id: str
     org_id: str
-    generation: str
+    generation: AttemptId
     seq: int
     content: str
 
@@ -92,7 +124,7 @@ class ChatDone(msgspec.Struct, kw_only=True, tag=DONE, tag_field="type"):
     request_id: str
     user_id: str
     org_id: str
-    generation: str
+    generation: AttemptId
     session_id: str | None
     model: str
     chunks: int
@@ -108,7 +140,7 @@ class ChatError(msgspec.Struct, kw_only=True, tag=ERROR, tag_field="type"):
     request_id: str
     user_id: str
     org_id: str
-    generation: str
+    generation: AttemptId
     error: str
     message: str
     retryable: bool = False

@@ -1,10 +1,13 @@
-"""Connecting to RabbitMQ: bounded retries at start-up, then aio-pika's robust reconnects."""
+"""Connecting to RabbitMQ: bounded retries at start-up, then aio-pika's robust reconnects; how
+many messages wait in a queue."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import aio_pika
 import structlog
-from aio_pika.abc import AbstractRobustConnection
+from aio_pika.abc import AbstractConnection, AbstractRobustConnection
 from aiormq.exceptions import AMQPConnectionError
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
@@ -42,3 +45,19 @@ async def connect(url: str, *, client_name: str, attempts: int = 10) -> Abstract
                 reconnect_interval=RECONNECT_INTERVAL_SECONDS,
             )
     raise AssertionError("unreachable")
+
+
+async def ready_messages(connection: AbstractConnection, queues: Iterable[str]) -> int:
+    """How many messages wait in ``queues``, not yet handed to any consumer (a passive declare's
+    ``message_count``; for quorum queues too). On a channel of its own: a failed passive declare
+    closes its channel, which must not be a consumer's."""
+    channel = await connection.channel()
+    try:
+        total = 0
+        for name in queues:
+            queue = await channel.declare_queue(name, passive=True)
+            declared = queue.declaration_result
+            total += declared.message_count or 0
+        return total
+    finally:
+        await channel.close()

@@ -1,4 +1,8 @@
-"""The small HTTP port of a background service: ``/health``, ``/ready`` and ``/metrics``."""
+"""The small HTTP port of a background service: ``/health``, ``/ready`` and ``/metrics``.
+
+It answers like the API services do: errors (404, 405, aiohttp's own) in the JSON error shape with
+the security headers; served by :func:`common.runtime.serving`, so protocol errors, slow clients
+and the ``Server`` banner are handled as everywhere else."""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from redis.exceptions import RedisClusterException, RedisError
 
+from common.http import error_middleware, security_headers_middleware
 from common.redis import RedisClient
 
 ReadyCheck = Callable[[], Awaitable[bool]]
@@ -35,7 +40,7 @@ def create_health_app(
             before_scrape()
         return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
-    app = web.Application()
+    app = web.Application(middlewares=[security_headers_middleware, error_middleware])
     app.router.add_get("/health", health)
     app.router.add_get("/ready", readiness)
     app.router.add_get("/metrics", metrics)

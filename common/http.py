@@ -43,6 +43,7 @@ __all__ = [
     "json_response",
     "make_error_middleware",
     "no_store_on_prepare",
+    "query_int",
     "read_json",
     "security_headers_middleware",
     "security_headers_on_prepare",
@@ -249,6 +250,10 @@ async def read_json(request: web.Request, model: type[T]) -> T:
         body = await request.read()
     except RequestTimeout as exc:  # aiohttp closes the connection: the body was never finished
         raise ApiError(408, "request_timeout", str(exc)) from None
+    except web.RequestPayloadError:  # e.g. "Content-Encoding: gzip" on a body that is not gzip
+        raise ApiError(
+            400, "malformed_body", "the request body cannot be read in its declared Content-Encoding"
+        ) from None
     if not body:
         raise ApiError(400, "malformed_json", "request body is empty; send a JSON object")
     try:
@@ -302,3 +307,17 @@ def client_address(
             break
         address = forwarded
     return str(address)
+
+
+def query_int(request: web.Request, name: str, default: int, *, minimum: int = 0, maximum: int) -> int:
+    """An integer query parameter in ``[minimum, maximum]``, else 400 ``invalid_parameter``.
+
+    ASCII digits only: ``str.isdigit()`` also accepts "²" (which ``int()`` refuses) and "٣" or
+    full-width "１" (which it reads), so a client could not predict what is accepted.
+    """
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    if not (raw.isascii() and raw.isdigit()) or not minimum <= int(raw) <= maximum:
+        raise ApiError(400, "invalid_parameter", f"{name} must be an integer between {minimum} and {maximum}")
+    return int(raw)

@@ -11,6 +11,10 @@ from redis.exceptions import RedisClusterException, RedisError
 
 RedisClient: TypeAlias = Redis | RedisCluster
 
+# What a Redis outage raises: the cluster client's start-up failure is no RedisError, and socket
+# errors (TimeoutError included) can surface unwrapped. HTTP services answer these with 503.
+REDIS_UNAVAILABLE: tuple[type[Exception], ...] = (RedisError, RedisClusterException, OSError)
+
 
 def create_redis(url: str, *, cluster: bool, max_connections: int = 256) -> RedisClient:
     """Build a client; the same code runs against both because every multi-key script uses hash tags.

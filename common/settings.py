@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 PLACEHOLDER_MARKERS = ("change-me", "changeme", "placeholder", "example")
+DEFAULT_HTTP_READ_TIMEOUT = 10.0
 
 
 class SettingsError(ValueError):
@@ -93,7 +94,9 @@ class Env:
 
 @dataclass(frozen=True, slots=True)
 class CommonSettings:
-    """Settings every service shares: where the broker and Redis are, and how to log."""
+    """Settings every service shares: where the broker and Redis are, how to log, and how long an
+    HTTP client may take to send a request (``http_read_timeout``: for the headers, and again for
+    the body; see :mod:`common.server`)."""
 
     environment: str
     service_name: str
@@ -108,6 +111,7 @@ class CommonSettings:
     queue_max_length: int
     queue_delivery_limit: int
     job_ttl: int
+    http_read_timeout: float
 
     @classmethod
     def from_env(cls, service_name: str, env: Env) -> CommonSettings:
@@ -128,4 +132,5 @@ class CommonSettings:
             queue_max_length=env.int("REQUEST_QUEUE_MAX_LENGTH", 10_000, minimum=1),
             queue_delivery_limit=env.int("REQUEST_DELIVERY_LIMIT", 5, minimum=1),
             job_ttl=env.int("JOB_TTL_SECONDS", 86_400, minimum=60),
+            http_read_timeout=env.float("HTTP_READ_TIMEOUT_SECONDS", DEFAULT_HTTP_READ_TIMEOUT, minimum=0.1),
         )

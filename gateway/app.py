@@ -11,13 +11,22 @@ from aiohttp import web
 
 from common.amqp import connect, topology_for
 from common.archive import ArchiveStore
-from common.http import make_error_middleware, security_headers_middleware, security_headers_on_prepare
+from common.cancels import CancelMarkers
+from common.http import (
+    make_error_middleware,
+    no_store_on_prepare,
+    security_headers_middleware,
+    security_headers_on_prepare,
+)
 from common.jobs import JobStore
 from common.keyspace import Keyspace
-from common.redis import open_redis
+from common.models import ModelRegistry
+from common.redis import REDIS_UNAVAILABLE, open_redis
 from common.runtime import within
+from common.session_reader import SessionReader
 from common.sessions import SessionStore
 from gateway.admission import Admission
+from gateway.apidoc import openapi_document
 from gateway.chat import chat
 from gateway.health import health, ready
 from gateway.health import metrics as metrics_endpoint
@@ -64,11 +73,13 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         events = await confirm_channel.get_exchange(topology.events_exchange, ensure=False)
         archive = await stack.enter_async_context(ArchiveStore(settings.s3))
         reply_channel = await connection.channel(publisher_confirms=False)
+        sessions = SessionStore(redis, keys)
         router = ReplyRouter(
             reply_channel,
             topology.reply_queue(settings.instance_id, uuid.uuid4().hex[:8]),
             # Outlives a broker reconnect and the longest chat this process can be relaying.
             expires_seconds=settings.chat_deadline + 60,
+            on_drop=lambda reason: app[METRICS_KEY].replies_dropped.labels(reason).inc(),
         )
         await router.start()
         stack.push_async_callback(router.close)
@@ -96,7 +107,10 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
                 org_limit=settings.rate_limit_org_per_minute,
                 window_seconds=settings.rate_limit_window,
             ),
-            sessions=SessionStore(redis, keys),
+            sessions=sessions,
+            reader=SessionReader(sessions, archive),
+            cancels=CancelMarkers(redis, keys),
+            model_registry=ModelRegistry(redis, keys),
             jobs=JobStore(redis, keys, ttl=common.job_ttl),
             archive=archive,
             events=events,
@@ -123,7 +137,7 @@ def create_app(settings: GatewaySettings, metrics: GatewayMetrics | None = None)
         middlewares=[
             security_headers_middleware,
             openai_errors_middleware,
-            make_error_middleware(on_unhandled=track),
+            make_error_middleware(unavailable=REDIS_UNAVAILABLE, on_unhandled=track),
             request_id_middleware,
             auth_middleware,
         ],
@@ -132,6 +146,7 @@ def create_app(settings: GatewaySettings, metrics: GatewayMetrics | None = None)
     app[METRICS_KEY] = metrics
     app.cleanup_ctx.append(_resources)
     app.on_response_prepare.append(security_headers_on_prepare)
+    app.on_response_prepare.append(no_store_on_prepare)  # per-user answers, streams included
     app.on_response_prepare.append(request_id_on_prepare)
     app.on_response_prepare.append(rate_limit_headers_on_prepare)
     app.router.add_post("/chat", chat)
@@ -147,4 +162,5 @@ def create_app(settings: GatewaySettings, metrics: GatewayMetrics | None = None)
     app.router.add_get("/health", health)
     app.router.add_get("/ready", ready)
     app.router.add_get("/metrics", metrics_endpoint)
+    app.router.add_get("/openapi.json", openapi_document)
     return app

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import msgspec
 from aiohttp import web
 
-from broker.messages import ChatDone, ChatRequest
+from broker.messages import ChatDone
 from common.http import json_response, read_json
-from gateway.jobs import job_request, submit_job
-from gateway.state import STATE_KEY, principal_of, request_id_of, trace_id_of
+from gateway.chat_requests import Chat, build
+from gateway.jobs import submit_job
+from gateway.state import STATE_KEY
 from gateway.streaming import Answer, relay
 from gateway.validation import ChatBody, check_model, check_prompt, check_session_id
 
@@ -62,36 +62,21 @@ class NativeSse:
 
 async def chat(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE_KEY]
-    principal = principal_of(request)
     s = state.settings
     body = await read_json(request, ChatBody)
-    session_id = check_session_id(body.session_id)
-    prompt = check_prompt(body.prompt, max_chars=s.prompt_max_chars)
-    model = check_model(body.model, default=s.default_model, allowed=await state.models())
-    if body.run_async:
-        job = job_request(
-            state,
-            principal,
-            request_id_of(request),
-            prompt=prompt,
-            model=model,
-            session_id=session_id,
-            trace_id=trace_id_of(request),
-        )
-        return await submit_job(state, request, job)
-    now = time.time()
-    chat_request = ChatRequest(
-        request_id=request_id_of(request),
-        user_id=principal.user_id,
-        org_id=principal.org_id,
-        session_id=session_id,
-        prompt=prompt,
-        model=model,
-        stream=body.stream,
-        deadline=now + s.chat_deadline,
-        created_at=now,
-        trace_id=trace_id_of(request),
+    chat_request = build(
+        state,
+        request,
+        Chat(
+            model=check_model(body.model, default=s.default_model, allowed=await state.models()),
+            session_id=check_session_id(body.session_id),
+            prompt=check_prompt(body.prompt, max_chars=s.prompt_max_chars),
+            stream=body.stream,
+            job=body.run_async,
+        ),
     )
+    if body.run_async:
+        return await submit_job(state, chat_request)
     result = await relay(state, request, chat_request, NativeSse() if body.stream else None)
     if isinstance(result, Answer):
         return json_response({**done_payload(result.done), "response": result.text})

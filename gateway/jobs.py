@@ -10,14 +10,14 @@ import time
 
 from aiohttp import web
 
-from broker.messages import Cancel, ChatMessage, ChatRequest
+from broker.messages import Cancel, ChatRequest
 from common.http import ApiError, json_response, read_json
 from common.jobs import TERMINAL, Job
+from gateway.chat_requests import Chat, build
 from gateway.publisher import NotQueued
-from gateway.state import STATE_KEY, GatewayState, principal_of, request_id_of, trace_id_of
+from gateway.state import STATE_KEY, GatewayState, principal_of, trace_id_of
 from gateway.streaming import not_queued_error
-from gateway.tokens import Principal
-from gateway.validation import JobBody, check_model, check_prompt, check_session_id, sanitize_prompt
+from gateway.validation import JobBody, check_conversation, check_model, check_prompt, check_session_id
 
 JOB_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._:-")
 
@@ -41,7 +41,7 @@ def _job_payload(job: Job) -> dict[str, object]:
     return payload
 
 
-async def submit_job(state: GatewayState, request: web.Request, chat_request: ChatRequest) -> web.Response:
+async def submit_job(state: GatewayState, chat_request: ChatRequest) -> web.Response:
     """Create the job record, queue the request (no reply queue), answer 202 with the status URL."""
     assert chat_request.job_id is not None
     job = await state.jobs.create(
@@ -63,63 +63,31 @@ async def submit_job(state: GatewayState, request: web.Request, chat_request: Ch
     )
 
 
-def job_request(
-    state: GatewayState,
-    principal: Principal,
-    request_id: str,
-    *,
-    prompt: str,
-    model: str,
-    session_id: str | None,
-    messages: list[ChatMessage] | None = None,
-    trace_id: str = "",
-) -> ChatRequest:
-    """A job's ChatRequest; ``request_id`` (server-generated) is also the job id."""
-    now = time.time()
-    return ChatRequest(
-        request_id=request_id,
-        user_id=principal.user_id,
-        org_id=principal.org_id,
-        session_id=session_id,
-        prompt=prompt,
-        model=model,
-        stream=False,
-        deadline=now + state.settings.job_deadline,
-        created_at=now,
-        messages=messages,
-        use_history=messages is None,
-        record=session_id is not None,
-        job_id=request_id,
-        trace_id=trace_id,
-    )
-
-
 async def create_job(request: web.Request) -> web.Response:
     state = request.app[STATE_KEY]
     s = state.settings
     body = await read_json(request, JobBody)
     session_id = check_session_id(body.session_id) if body.session_id is not None else None
     model = check_model(body.model, default=s.default_model, allowed=await state.models())
-    messages = None
     if body.messages:
-        messages = [ChatMessage(role=m.role, content=sanitize_prompt(m.content)) for m in body.messages]
-        prompt = next((m.content for m in reversed(messages) if m.role == "user"), "")
-        check_prompt(prompt, max_chars=s.prompt_max_chars)
+        chat = Chat(
+            model=model,
+            session_id=session_id,
+            messages=check_conversation(
+                [(m.role, m.content) for m in body.messages], max_chars=s.prompt_max_chars
+            ),
+            job=True,
+        )
     elif body.prompt is not None:
-        prompt = check_prompt(body.prompt, max_chars=s.prompt_max_chars)
+        chat = Chat(
+            model=model,
+            session_id=session_id,
+            prompt=check_prompt(body.prompt, max_chars=s.prompt_max_chars),
+            job=True,
+        )
     else:
         raise ApiError(400, "invalid_request", "send a prompt or messages")
-    chat_request = job_request(
-        state,
-        principal_of(request),
-        request_id_of(request),
-        prompt=prompt,
-        model=model,
-        session_id=session_id,
-        messages=messages,
-        trace_id=trace_id_of(request),
-    )
-    return await submit_job(state, request, chat_request)
+    return await submit_job(state, build(state, request, chat))
 
 
 def _job_id(request: web.Request) -> str:

@@ -9,18 +9,18 @@ OpenAI's shape ``{"error": {"message", "type", "param", "code"}}``.
 from __future__ import annotations
 
 import json
-import time
 from typing import Any, Literal
 
 import msgspec
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from broker.messages import ChatDone, ChatMessage, ChatRequest
+from broker.messages import ChatDone, GenerationOptions
 from common.http import ApiError, json_response, read_json
-from gateway.state import STATE_KEY, principal_of, request_id_of, trace_id_of
+from gateway.chat_requests import Chat, build
+from gateway.state import STATE_KEY
 from gateway.streaming import Answer, relay
-from gateway.validation import check_model, check_session_id, sanitize_prompt
+from gateway.validation import check_conversation, check_model, check_session_id
 
 _encoder = msgspec.json.Encoder()
 
@@ -67,21 +67,15 @@ def _text(message: OpenAIMessage) -> str:
     return "".join(part.text for part in message.content)
 
 
-def _options(body: CompletionBody) -> dict[str, float | int | str | bool] | None:
-    options: dict[str, float | int | str | bool] = {}
-    if body.temperature is not None:
-        options["temperature"] = body.temperature
-    if body.top_p is not None:
-        options["top_p"] = body.top_p
-    if (limit := body.max_completion_tokens or body.max_tokens) is not None:
-        if limit < 1:
-            raise ApiError(400, "invalid_request", "max_tokens must be at least 1")
-        options["num_predict"] = limit
-    if body.seed is not None:
-        options["seed"] = body.seed
-    if isinstance(body.stop, str):
-        options["stop"] = body.stop
-    return options or None
+def _options(body: CompletionBody) -> GenerationOptions | None:
+    """OpenAI's sampling parameters under their Ollama names."""
+    limit = body.max_completion_tokens or body.max_tokens
+    if limit is not None and limit < 1:
+        raise ApiError(400, "invalid_request", "max_tokens must be at least 1")
+    options = GenerationOptions(
+        temperature=body.temperature, top_p=body.top_p, num_predict=limit, seed=body.seed, stop=body.stop
+    )
+    return options if options.to_ollama() else None
 
 
 def _usage(done: ChatDone) -> dict[str, int]:
@@ -142,42 +136,28 @@ class OpenAISse:
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE_KEY]
-    principal = principal_of(request)
     s = state.settings
     body = await read_json(request, CompletionBody)
     if body.n != 1:
         raise ApiError(400, "unsupported_parameter", "only n=1 is supported")
-    if not body.messages:
-        raise ApiError(400, "invalid_request", "messages must not be empty")
-    messages = []
-    for message in body.messages:
-        role = "system" if message.role == "developer" else message.role
-        messages.append(ChatMessage(role=role, content=sanitize_prompt(_text(message))))
-    if sum(len(m.content) for m in messages) > s.prompt_max_chars * 4:
-        raise ApiError(413, "prompt_too_long", "the conversation is too long")
-    last_user = next((m.content for m in reversed(messages) if m.role == "user"), "")
-    if not last_user.strip():
-        raise ApiError(400, "empty_prompt", "the last user message must contain text")
+    conversation = check_conversation(
+        [(m.role, _text(m)) for m in body.messages], max_chars=s.prompt_max_chars
+    )
     model = check_model(body.model, default=s.default_model, allowed=await state.models())
     session_id = check_session_id(body.session_id) if body.session_id is not None else None
-    request_id = request_id_of(request)
-    now = time.time()
-    chat_request = ChatRequest(
-        request_id=request_id,
-        user_id=principal.user_id,
-        org_id=principal.org_id,
-        session_id=session_id,
-        prompt=last_user,
-        model=model,
-        stream=body.stream,
-        deadline=now + s.chat_deadline,
-        created_at=now,
-        messages=messages,
-        use_history=False,
-        record=session_id is not None,
-        options=_options(body),
-        trace_id=trace_id_of(request),
+    chat_request = build(
+        state,
+        request,
+        Chat(
+            model=model,
+            session_id=session_id,
+            messages=conversation,
+            stream=body.stream,
+            options=_options(body),
+        ),
     )
+    request_id = chat_request.request_id
+    now = chat_request.created_at
     completion_id = f"chatcmpl-{request_id}"
     created = int(now)
     include_usage = bool(body.stream_options and body.stream_options.include_usage)

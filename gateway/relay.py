@@ -129,7 +129,9 @@ class ReplyCursor:
 
     A redelivered request starts a new ``generation``. If the client has been sent nothing of the
     old one yet, the cursor switches to the new one silently (``reset`` is reported so a buffering
-    caller drops what it collected); otherwise it raises :class:`Interrupted`.
+    caller drops what it collected); otherwise it raises :class:`Interrupted`. Replies of a
+    generation switched away from are dropped: its worker may come back from a broker disconnect
+    and go on publishing an answer the caller has already discarded.
     """
 
     def __init__(self, queue: asyncio.Queue[Reply], *, deadline_monotonic: float, heartbeat: float) -> None:
@@ -140,8 +142,26 @@ class ReplyCursor:
         self.delivered = False
         self.restarts = 0
         self.reset = False
+        self._abandoned: set[str] = set()
 
     async def next(self) -> Reply | Heartbeat:
+        reply = await self._receive()
+        while not isinstance(reply, Heartbeat) and reply.generation in self._abandoned:
+            reply = await self._receive()
+        if isinstance(reply, Heartbeat):
+            return reply
+        if self.generation is None:
+            self.generation = reply.generation
+        elif reply.generation != self.generation:
+            if self.delivered:
+                raise Interrupted
+            self._abandoned.add(self.generation)
+            self.generation = reply.generation
+            self.restarts += 1
+            self.reset = True
+        return reply
+
+    async def _receive(self) -> Reply | Heartbeat:
         loop = asyncio.get_running_loop()
         remaining = self._deadline - loop.time()
         if remaining <= 0:
@@ -157,12 +177,4 @@ class ReplyCursor:
                 return HEARTBEAT
         else:
             reply = self._queue.get_nowait()
-        if self.generation is None:
-            self.generation = reply.generation
-        elif reply.generation != self.generation:
-            if self.delivered:
-                raise Interrupted
-            self.generation = reply.generation
-            self.restarts += 1
-            self.reset = True
         return reply

@@ -16,7 +16,7 @@ from aiohttp import web
 from broker.events import publish_session_event
 from broker.messages import SessionEvent
 from common.archive import ArchiveCorrupt, ArchiveUnavailable
-from common.http import ApiError, json_response
+from common.http import ApiError, json_response, query_int
 from common.sessions import ArchivePointer, SessionMeta, Turn
 from gateway.state import STATE_KEY, GatewayState, principal_of, request_id_of, trace_id_of
 from gateway.validation import check_session_id
@@ -54,16 +54,6 @@ def _turn(t: Turn) -> dict[str, Any]:
     return out
 
 
-def _int_param(request: web.Request, name: str, default: int, maximum: int) -> int:
-    raw = request.query.get(name)
-    if raw is None:
-        return default
-    # ASCII digits only: str.isdigit() also accepts "²" and "٣", which int() refuses or reads.
-    if not (raw.isascii() and raw.isdigit()) or not 0 <= int(raw) <= maximum:
-        raise ApiError(400, "invalid_parameter", f"{name} must be an integer between 0 and {maximum}")
-    return int(raw)
-
-
 def _archive_down(exc: Exception) -> ApiError:
     return ApiError(
         503, "archive_unavailable", f"the archive cannot be reached: {exc}", headers={"Retry-After": "5"}
@@ -73,8 +63,8 @@ def _archive_down(exc: Exception) -> ApiError:
 async def list_own_sessions(request: web.Request) -> web.Response:
     state = request.app[STATE_KEY]
     principal = principal_of(request)
-    limit = max(1, _int_param(request, "limit", 20, MAX_PAGE))
-    offset = _int_param(request, "cursor", 0, 10_000_000)
+    limit = query_int(request, "limit", 20, minimum=1, maximum=MAX_PAGE)
+    offset = query_int(request, "cursor", 0, maximum=10_000_000)
     entries, next_offset = await state.sessions.page(principal.user_id, offset=offset, limit=limit)
     return json_response(
         {

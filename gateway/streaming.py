@@ -217,7 +217,11 @@ class _Relay:
                 elif isinstance(reply, ChatError):
                     self.outcome = reply.error
                     self.state.metrics.relay_errors.labels(reply.error).inc()
-                    raise ApiError(ERROR_STATUS.get(reply.error, 502), reply.error, reply.message)
+                    status = ERROR_STATUS.get(reply.error, 502)
+                    retry = (
+                        {"Retry-After": str(self.state.settings.busy_retry_after)} if status == 503 else None
+                    )
+                    raise ApiError(status, reply.error, reply.message, headers=retry)
         except asyncio.CancelledError:
             self._cancel("client_disconnected")
             raise

@@ -8,6 +8,7 @@ from typing import Literal
 
 import msgspec
 
+from broker.messages import ChatMessage
 from common.http import ApiError
 
 SESSION_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
@@ -62,6 +63,25 @@ def check_prompt(prompt: str, *, max_chars: int) -> str:
     if len(cleaned) > max_chars:
         raise ApiError(413, "prompt_too_long", f"prompt is longer than {max_chars} characters")
     return cleaned
+
+
+def check_conversation(messages: list[tuple[str, str]], *, max_chars: int) -> list[ChatMessage]:
+    """A caller-supplied conversation of (role, text): sanitised, its last user message non-blank
+    and within ``max_chars`` (as a prompt is), the whole within four times that."""
+    conversation = [
+        ChatMessage(role="system" if role == "developer" else role, content=sanitize_prompt(text))  # type: ignore[arg-type]
+        for role, text in messages
+    ]
+    if not conversation:
+        raise ApiError(400, "invalid_request", "messages must not be empty")
+    if sum(len(m.content) for m in conversation) > max_chars * 4:
+        raise ApiError(413, "prompt_too_long", "the conversation is too long")
+    last_user = next((m.content for m in reversed(conversation) if m.role == "user"), "")
+    if not last_user.strip():
+        raise ApiError(400, "empty_prompt", "the last user message must contain text")
+    if len(last_user) > max_chars:
+        raise ApiError(413, "prompt_too_long", f"the last user message is longer than {max_chars} characters")
+    return conversation
 
 
 def check_model(model: str | None, *, default: str, allowed: tuple[str, ...]) -> str:

@@ -1,6 +1,7 @@
-"""One generation: pick a model node, stream its answer out as coalesced chunks, and retry on
-another node only while nothing has reached the client (a half-sent answer cannot be restarted
-without the client seeing text twice)."""
+"""Generating one answer: :class:`ModelCaller` picks a model node, streams the answer out as
+coalesced chunks, and retries on another node only while nothing has reached the client (a
+half-sent answer cannot be restarted without the client seeing text twice); the result is a
+:class:`Completion`, the text so far a :class:`Progress`."""
 
 from __future__ import annotations
 
@@ -30,8 +31,9 @@ Emit = Callable[[str], Awaitable[None]]
 
 
 @dataclass(slots=True)
-class Generation:
-    """What a finished generation produced."""
+class Completion:
+    """A finished answer: its text, usage, why the model stopped, which node wrote it, and in how
+    many chunks it went out."""
 
     text: str
     usage: Usage
@@ -42,7 +44,7 @@ class Generation:
 
 @dataclass(slots=True)
 class Progress:
-    """What a generation produced so far (for partial usage when it is stopped early)."""
+    """The answer so far (for partial usage when it is stopped early)."""
 
     parts: list[str] = field(default_factory=list)
     tokens: int = 0
@@ -51,8 +53,9 @@ class Progress:
         return "".join(self.parts)
 
 
-class Generator:
-    """Runs generations against the node pool; one instance per worker, shared by all requests."""
+class ModelCaller:
+    """Calls the model for one request at a time on the node pool (Ollama ``/api/chat``); one
+    instance per worker, shared by all its requests."""
 
     def __init__(
         self,
@@ -71,7 +74,7 @@ class Generator:
 
     async def run(
         self, request: ChatRequest, messages: list[dict[str, str]], emit: Emit, progress: Progress
-    ) -> Generation:
+    ) -> Completion:
         """Stream ``messages`` through a node; ``emit`` gets each chunk, ``progress`` the text so far.
 
         Raises :class:`OllamaError` when no node could produce the answer.
@@ -84,7 +87,7 @@ class Generator:
         coalescer = ChunkCoalescer(flush, flush_interval=self._flush_interval, max_chars=self._max_chars)
         tried: set[str] = set()
         last_error: OllamaError | None = None
-        options = dict(request.options) if request.options else None
+        options = request.options.to_ollama() if request.options else None
         try:
             while True:
                 try:
@@ -126,7 +129,7 @@ class Generator:
         coalescer: ChunkCoalescer,
         progress: Progress,
     ) -> OllamaLine:
-        """One attempt on one node; returns Ollama's final line (the one with the usage counts)."""
+        """One try on one node; returns Ollama's final line (the one with the usage counts)."""
         t0 = time.monotonic()
         first = True
         final: OllamaLine | None = None
@@ -148,13 +151,13 @@ class Generator:
 
     def _finished(
         self, request: ChatRequest, node: OllamaNode, final: OllamaLine, progress: Progress, chunks: int
-    ) -> Generation:
+    ) -> Completion:
         self._metrics.tokens.labels(request.model).inc(final.eval_count)
         if final.eval_duration > 0:
             self._metrics.tokens_per_second.labels(request.model).observe(
                 final.eval_count / (final.eval_duration / 1e9)
             )
-        return Generation(
+        return Completion(
             text=progress.text(),
             usage=Usage(
                 prompt_tokens=final.prompt_eval_count,

@@ -26,18 +26,20 @@ ReplyKind = Literal["token", "done", "error"]
 
 
 class ReplyPublisher:
-    """Publishes one worker's replies and session events."""
+    """Publishes one worker's replies and session events. ``attempt`` is the id of one try at a
+    request (a redelivered request is tried again under a new one); it goes out in the replies'
+    ``generation`` field."""
 
     def __init__(self, channel: AbstractChannel, events: AbstractExchange) -> None:
         self._channel = channel
         self._events = events
 
-    async def chunk(self, request: ChatRequest, reply_to: str, generation: str, seq: int, text: str) -> None:
+    async def chunk(self, request: ChatRequest, reply_to: str, attempt: str, seq: int, text: str) -> None:
         chunk = TokenChunk(
             request_id=request.request_id,
             user_id=request.user_id,
             org_id=request.org_id,
-            generation=generation,
+            generation=attempt,
             seq=seq,
             content=text,
         )
@@ -46,12 +48,12 @@ class ReplyPublisher:
     async def done(self, request: ChatRequest, reply_to: str, done: ChatDone) -> None:
         await self._reply(request, reply_to, encoder.encode(done), "done")
 
-    async def error(self, request: ChatRequest, reply_to: str, generation: str, code: str, text: str) -> None:
+    async def error(self, request: ChatRequest, reply_to: str, attempt: str, code: str, text: str) -> None:
         error = ChatError(
             request_id=request.request_id,
             user_id=request.user_id,
             org_id=request.org_id,
-            generation=generation,
+            generation=attempt,
             error=code,
             message=text,
         )

@@ -20,6 +20,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from common.logging import configure_logging
+from common.runtime import forever, run, serving
 from inference_worker.simulator_metrics import render
 from inference_worker.simulator_text import (
     canonical_model,
@@ -28,6 +29,7 @@ from inference_worker.simulator_text import (
     generate_tokens,
     model_details,
     prompt_token_count,
+    stop_at,
 )
 
 __all__ = [
@@ -159,6 +161,10 @@ class _Generation:
         num_predict = (body.options or {}).get("num_predict")
         if isinstance(num_predict, int) and 0 < num_predict < len(self.tokens):
             self.tokens, self.done_reason = self.tokens[:num_predict], "length"
+        stop = (body.options or {}).get("stop")
+        stops = [stop] if isinstance(stop, str) else [s for s in stop or () if isinstance(s, str)]
+        if stops and (cut := stop_at(self.tokens, stops)) is not None:
+            self.tokens, self.done_reason = cut, "stop"
         self.response: web.StreamResponse | None = None
         self.outcome: _Outcome = "aborted"  # kept unless the generation ends on its own
 
@@ -327,14 +333,6 @@ def create_simulator_app(config: SimulatorConfig | None = None) -> web.Applicati
     return app
 
 
-def _new_event_loop() -> asyncio.AbstractEventLoop:
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.new_event_loop()
-    return uvloop.new_event_loop()
-
-
 def main(argv: Sequence[str] | None = None) -> None:
     """Serve the simulator until SIGINT/SIGTERM."""
     defaults = SimulatorConfig()
@@ -360,15 +358,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     except ValueError as exc:
         parser.error(str(exc))
     configure_logging(service="ollama-simulator")
-    web.run_app(
-        create_simulator_app(config),
-        host=args.host,
-        port=args.port,
-        handler_cancellation=True,  # a client disconnect cancels the handler and so the generation
-        access_log=None,
-        backlog=1024,
-        loop=_new_event_loop(),
-    )
+    run(_serve(create_simulator_app(config), args.host, args.port))
+
+
+async def _serve(app: web.Application, host: str, port: int) -> None:
+    # handler_cancellation: a client disconnect cancels the handler and so the generation.
+    async with serving(app, host, port, handler_cancellation=True):
+        await forever()
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ __all__ = [
     "model_details",
     "prior_turns",
     "prompt_token_count",
+    "stop_at",
 ]
 
 _WORDS = (
@@ -101,6 +102,27 @@ def generate_tokens(model: str, turns: Sequence[tuple[str, str]], count: int) ->
         capitalize = word.endswith(".")
         tokens.append(f" {word}")
     return tokens
+
+
+def stop_at(tokens: list[str], stops: Sequence[str]) -> list[str] | None:
+    """Ollama's ``stop`` option: the tokens up to (not including) the first stop sequence, cutting
+    the token it begins in; None when no stop sequence occurs."""
+    text = ""
+    for i, token in enumerate(tokens):
+        text += token
+        found = [text.find(stop) for stop in stops if stop and stop in text]
+        if found:
+            keep = text[: min(found)]
+            kept, length = [], 0
+            for piece in tokens[: i + 1]:
+                if length + len(piece) >= len(keep):
+                    if keep[length:]:
+                        kept.append(keep[length:])
+                    return kept
+                kept.append(piece)
+                length += len(piece)
+            return kept
+    return None
 
 
 def _as_turns(messages: Sequence[Mapping[str, object]]) -> list[tuple[str, str]]:

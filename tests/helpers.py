@@ -6,15 +6,20 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 import msgspec
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.web_runner import BaseRunner
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from auth.tokens import new_claims, sign
+from common.server import ServiceRunner
+from common.settings import DEFAULT_HTTP_READ_TIMEOUT
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -50,16 +55,29 @@ def text_of(events: list[SseEvent]) -> str:
 
 
 async def wait_for(
-    predicate: Callable[[], Awaitable[bool]], timeout: float = 15.0, interval: float = 0.05
-) -> None:
-    """Poll until ``predicate`` holds; fail the test with a clear message otherwise."""
+    predicate: Callable[[], Awaitable[T]],
+    timeout: float = 15.0,
+    interval: float = 0.05,
+    *,
+    what: str = "condition",
+    details: Callable[[], str] | None = None,
+) -> T:
+    """Poll until ``predicate`` returns something truthy, and return that.
+
+    The one polling loop of the suite. Otherwise fail the test naming ``what``, the predicate's
+    last answer and ``details()`` (a server log, say). A predicate may raise to stop waiting.
+    """
     loop = asyncio.get_running_loop()
     end = loop.time() + timeout
-    while loop.time() < end:
-        if await predicate():
-            return
+    while True:
+        last = await predicate()
+        if last:
+            return last
+        if loop.time() >= end:
+            break
         await asyncio.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout}s")
+    extra = f"\n{details()}" if details is not None else ""
+    raise AssertionError(f"{what} not met within {timeout}s (last: {last!r}){extra}")
 
 
 ISSUER = "enterprise-chat-auth"
@@ -88,6 +106,15 @@ class KeyPair:
         return sign(msgspec.structs.replace(claims, **overrides), self.private, self.kid)
 
 
+@dataclass(frozen=True)
+class RabbitManagement:
+    """The test broker's management HTTP API: ``api`` URL, credentials, the broker's vhost."""
+
+    api: str
+    headers: dict[str, str]
+    vhost: str
+
+
 def auth_header(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
@@ -97,14 +124,36 @@ def simulator_url(server: Any) -> str:
     return str(server.make_url("")).rstrip("/")
 
 
+@dataclass(frozen=True)
+class SingleRedis:
+    """A ``redis_target`` for tests whose subject does not depend on the Redis topology (override
+    the fixture in the module: one Redis, not one Redis and a cluster)."""
+
+    url: str
+    cluster: bool = False
+
+
 # In-process servers: a handler still running at close (a stream whose client is gone) may hold a
 # server's close for aiohttp's default 60 s; tests give it a few seconds, then it is cancelled.
 # Start every in-process server through these.
 SERVER_SHUTDOWN_SECONDS = 3.0
 
 
-async def start_server(app: web.Application, port: int | None = None) -> TestServer:
-    server = TestServer(app, port=port)
+class ServiceTestServer(TestServer):
+    """A ``TestServer`` served the way the services are (:class:`common.server.ServiceRunner`)."""
+
+    def __init__(self, app: web.Application, *, read_timeout: float, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self.read_timeout = read_timeout
+
+    async def _make_runner(self, **kwargs: Any) -> BaseRunner:
+        return ServiceRunner(self.app, read_timeout=self.read_timeout, **kwargs)
+
+
+async def start_server(
+    app: web.Application, port: int | None = None, *, read_timeout: float = DEFAULT_HTTP_READ_TIMEOUT
+) -> TestServer:
+    server = ServiceTestServer(app, port=port, read_timeout=read_timeout)
     await server.start_server(shutdown_timeout=SERVER_SHUTDOWN_SECONDS)
     return server
 

@@ -5,29 +5,22 @@ answers on an account route is cacheable, and no response names the server softw
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
-from helpers import start_server
+from helpers import SingleRedis, start_server
 from raw_http import exchange, post_head
 
 from auth.app import create_app
 from auth.settings import AuthSettings
 
 
-@dataclass(frozen=True)
-class _SingleRedis:
-    url: str
-    cluster: bool = False
-
-
 @pytest.fixture(scope="session")
-def redis_target(single_redis_url: str) -> _SingleRedis:
+def redis_target(single_redis_url: str) -> SingleRedis:
     """HTTP handling does not depend on the Redis topology: one Redis is enough here."""
-    return _SingleRedis(single_redis_url)
+    return SingleRedis(single_redis_url)
 
 
 @pytest.fixture

@@ -83,3 +83,31 @@ async def test_session_tied_completion_is_recorded(gateway: Any, worker: Any, ke
         )
     session = await (await gateway.get("/sessions/oa-session", headers=auth_header(token))).json()
     assert [t["content"] for t in session["turns"] if t["role"] == "user"] == ["remember me"]
+
+
+async def test_sampling_options_reach_the_model(gateway: Any, worker: Any, keys: KeyPair) -> None:
+    """max_tokens and stop (a string or a list) travel to Ollama's options and shape the answer."""
+    messages = [{"role": "user", "content": "options please"}]
+    full = expected_answer("llama3.2", messages, 24)
+    async with client_for(gateway, keys.mint("opts")) as client:
+        short = await client.chat.completions.create(model="llama3.2", messages=messages, max_tokens=3)  # type: ignore[arg-type]
+        assert short.usage is not None and short.usage.completion_tokens == 3
+        assert short.choices[0].finish_reason == "length"
+        assert full.startswith(short.choices[0].message.content or "")
+        word = full.split()[5]
+        for stop in (word, [f"no-such-{word}", word]):
+            stopped = await client.chat.completions.create(model="llama3.2", messages=messages, stop=stop)  # type: ignore[arg-type]
+            assert stopped.choices[0].message.content == full[: full.index(word)]
+            assert stopped.choices[0].finish_reason == "stop"
+
+
+async def test_a_long_last_user_message_is_refused_like_a_long_prompt(
+    gateway_factory: Any, keys: KeyPair
+) -> None:
+    gateway = await gateway_factory(PROMPT_MAX_CHARS="50")
+    body = {"model": "llama3.2", "messages": [{"role": "user", "content": "x" * 51}]}
+    for path, payload in (("/v1/chat/completions", body), ("/jobs", {"messages": body["messages"]})):
+        response = await gateway.post(path, json=payload, headers=auth_header(keys.mint("long")))
+        assert response.status == 413, path
+        error = (await response.json())["error"]
+        assert (error["code"] if isinstance(error, dict) else error) == "prompt_too_long"

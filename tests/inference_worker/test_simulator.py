@@ -11,6 +11,7 @@ import aiohttp
 import msgspec
 import pytest
 from aiohttp.test_utils import TestClient
+from helpers import wait_for
 from pytest_aiohttp import AiohttpClient, AiohttpServer
 
 from inference_worker.simulator import (
@@ -65,12 +66,16 @@ async def stats(client: TestClient[Any, Any] | aiohttp.ClientSession, base: str 
 async def wait_for_stats(
     client: TestClient[Any, Any] | aiohttp.ClientSession, key: str, value: int, base: str = ""
 ) -> dict[str, int]:
-    for _ in range(500):  # bounded: about 10 s
+    current: dict[str, int] = {}
+
+    async def reached() -> dict[str, int] | None:
+        nonlocal current
         current = await stats(client, base)
-        if current[key] == value:
-            return current
-        await asyncio.sleep(0.02)
-    pytest.fail(f"{key} never reached {value}: {current}")
+        return current if current[key] == value else None
+
+    return await wait_for(
+        reached, timeout=10, interval=0.02, what=f"{key} == {value}", details=lambda: f"{current}"
+    )
 
 
 async def test_stream_lines_and_final_usage_follow_ollama(make_client: MakeClient) -> None:
@@ -332,3 +337,15 @@ async def test_metrics_endpoint_exports_the_counters(aiohttp_client: Any) -> Non
     assert 'simulator_generations_total{outcome="completed"} 1.0' in text
     assert "simulator_tokens_generated_total 5.0" in text
     assert "simulator_in_flight 0.0" in text
+
+
+async def test_stop_sequences_end_the_answer_before_them(make_client: MakeClient) -> None:
+    client = await make_client()
+    full = "".join(expected_tokens("llama3.2", HELLO, 8))
+    word = full.split()[3]
+    for stop in (word, [word, "never-generated"]):
+        whole = await chat(client, HELLO, stream=False, options={"stop": stop})
+        assert whole["done_reason"] == "stop"
+        assert whole["message"]["content"] == full[: full.index(word)]
+    untouched = await chat(client, HELLO, stream=False, options={"stop": ["never-generated"]})
+    assert untouched["message"]["content"] == full

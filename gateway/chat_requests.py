@@ -1,0 +1,65 @@
+"""The one place a :class:`ChatRequest` is made, whichever front the chat came through.
+
+The native ``/chat``, OpenAI's ``/v1/chat/completions`` and ``/jobs`` each validate their own wire
+shape, then describe the chat as a :class:`Chat` (what to answer, where to record it, how to
+generate) and call :func:`build`. Identity and timing are decided here only: the request id (also
+the job id) is the gateway's own, the caller's ``X-Request-ID`` is carried as the trace id, and the
+deadline depends on whether someone is waiting on the line or polling a job.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from broker.messages import ChatMessage, ChatRequest, GenerationOptions
+from gateway.state import GatewayState, principal_of, request_id_of, trace_id_of
+
+__all__ = ["Chat", "build"]
+
+
+@dataclass(frozen=True, slots=True)
+class Chat:
+    """A validated chat, front-independent.
+
+    Either ``prompt`` (answered after the session's history) or ``messages`` (a whole
+    conversation, sent as it is; its last user message is the turn recorded in the session).
+    """
+
+    model: str
+    session_id: str | None = None
+    prompt: str | None = None
+    messages: list[ChatMessage] | None = None
+    stream: bool = True
+    options: GenerationOptions | None = None
+    job: bool = False
+
+
+def build(state: GatewayState, request: web.Request, chat: Chat) -> ChatRequest:
+    """The broker message for ``chat``, asked by the caller of ``request``."""
+    if (chat.prompt is None) == (chat.messages is None):
+        raise ValueError("a chat has either a prompt or messages")
+    principal = principal_of(request)
+    request_id = request_id_of(request)
+    settings = state.settings
+    now = time.time()
+    conversation = chat.messages
+    return ChatRequest(
+        request_id=request_id,
+        user_id=principal.user_id,
+        org_id=principal.org_id,
+        session_id=chat.session_id,
+        prompt=chat.prompt if chat.prompt is not None else "",
+        model=chat.model,
+        stream=chat.stream and not chat.job,
+        deadline=now + (settings.job_deadline if chat.job else settings.chat_deadline),
+        created_at=now,
+        messages=conversation,
+        use_history=conversation is None,
+        record=chat.session_id is not None,
+        options=chat.options,
+        job_id=request_id if chat.job else None,
+        trace_id=trace_id_of(request),
+    )
