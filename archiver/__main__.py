@@ -1,28 +1,24 @@
-"""``python -m archiver``: archive finished sessions and sweep idle ones until SIGTERM."""
+"""``python -m archiver``: archive finished sessions and sweep idle ones until SIGTERM/SIGINT;
+``--burst``: until the archive queues are empty and nothing is running."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 from archiver.http import create_archiver_health_app
 from archiver.settings import ArchiverSettings
 from archiver.worker import Archiver
-from common.logging import configure_logging
-from common.runtime import forever, run, serving
+from common.service import main as service_main
 
 
-async def serve(settings: ArchiverSettings) -> None:
-    async with (
-        Archiver(settings) as archiver,
-        serving(create_archiver_health_app(archiver), settings.http_host, settings.http_port),
-    ):
-        await forever()
-
-
-def main() -> None:
-    settings = ArchiverSettings.from_env()
-    configure_logging(
-        service=settings.common.service_name, level=settings.common.log_level, json=settings.common.log_json
+def main(argv: Sequence[str] | None = None) -> None:
+    service_main(
+        ArchiverSettings.from_env,
+        Archiver,
+        create_archiver_health_app,
+        prog="python -m archiver",
+        argv=argv,
     )
-    run(serve(settings))
 
 
 if __name__ == "__main__":

@@ -11,21 +11,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
-from types import TracebackType
-from typing import Self
 
 import aio_pika
 import msgspec
 import structlog
-from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue, AbstractRobustConnection
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from archiver.metrics import ArchiverMetrics
 from archiver.settings import ArchiverSettings
 from archiver.sweeper import IdleSweeper
 from broker.messages import HEADER_REQUEST_ID, HEADER_TRACE_ID, SessionEvent, event_decoder
-from common.amqp import connect, topology_for
+from common.amqp import connect, ready_messages, topology_for
 from common.archive import (
     ArchiveCorrupt,
     ArchivedSession,
@@ -37,7 +36,7 @@ from common.archive import (
 from common.health import broker_and_redis_ready
 from common.keyspace import Keyspace
 from common.redis import RedisClient, open_redis
-from common.runtime import within
+from common.service import Service
 from common.session_reader import SessionReader
 from common.sessions import ArchivePointer, SessionStore
 
@@ -45,8 +44,11 @@ log = structlog.get_logger(__name__)
 ATTEMPTS_HEADER = "x-archive-attempts"
 
 
-class Archiver:
+class Archiver(Service):
+    """The archive consumer and the idle sweeper: ``start()``/``close()``, or ``async with``."""
+
     def __init__(self, settings: ArchiverSettings, metrics: ArchiverMetrics | None = None) -> None:
+        super().__init__()
         self.settings = settings
         self.metrics = metrics or ArchiverMetrics()
         self.keys = Keyspace(settings.common.key_prefix)
@@ -57,40 +59,34 @@ class Archiver:
         self._reader: SessionReader | None = None
         self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractChannel | None = None
-        self._queue: AbstractQueue | None = None
-        self._consumer_tag: str | None = None
-        self._sweeper_task: asyncio.Task[None] | None = None
         self._handlers: set[asyncio.Task[None]] = set()
         self._bucket_ready = False
         self.sweeper: IdleSweeper | None = None
 
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()
-
     async def start(self, *, sweep: bool = True) -> None:
-        s = self.settings
-        self._redis = await open_redis(
+        """Open Redis, S3 and the broker, then consume (and sweep idle sessions unless ``sweep``
+        is false). Each resource registers its shutdown step as it opens (see :meth:`close`)."""
+        s, teardown = self.settings, self.teardown
+        self._redis = redis = await open_redis(
             s.common.redis_url, cluster=s.common.redis_cluster, max_connections=s.common.redis_max_connections
         )
-        self._sessions = SessionStore(self._redis, self.keys)
+        teardown.push("redis_close", 5, redis.aclose)
+        self._sessions = SessionStore(redis, self.keys)
         self._reader = SessionReader(self._sessions, self.store)
-        await self.store.__aenter__()
+        await teardown.enter("s3_close", 10, self.store)
         try:
             await self._ensure_bucket()
         except ArchiveUnavailable as exc:
             log.warning("archive_bucket_unavailable", error=str(exc))  # retried before each write
-        self._connection = await connect(s.common.rabbitmq_url, client_name=f"archiver-{s.instance_id}")
-        self._channel = await self._connection.channel(publisher_confirms=True)
+        self._connection = connection = await connect(
+            s.common.rabbitmq_url, client_name=f"archiver-{s.instance_id}"
+        )
+        teardown.push("amqp_close", 10, connection.close)
+        self._channel = await connection.channel(publisher_confirms=True)
         await self._channel.set_qos(prefetch_count=s.concurrency)
         declared = await self.topology.declare(self._channel)
         self.sweeper = IdleSweeper(
-            self._redis,
+            redis,
             self.keys,
             self._sessions,
             declared.events,
@@ -100,40 +96,41 @@ class Archiver:
             batch=s.sweep_batch,
             instance_id=s.instance_id,
         )
-        self._queue = declared.archiver_queue
-        self._consumer_tag = await self._queue.consume(self._on_message)
+        teardown.drain("drain", self._handlers, 10)
+        queue = declared.archiver_queue
+        consumer_tag = await queue.consume(self._on_message)
+        teardown.push("cancel_consumer", 5, functools.partial(queue.cancel, consumer_tag))
         if sweep:
-            self._sweeper_task = asyncio.get_running_loop().create_task(self.sweeper.run())
+            teardown.cancel("sweeper", 5, asyncio.get_running_loop().create_task(self.sweeper.run()))
         log.info("archiver_started", bucket=s.s3.bucket, idle_seconds=s.idle_seconds)
 
     async def close(self) -> None:
-        """Stop consuming, let running archives finish (bounded), then close in reverse order.
+        """Stop sweeping and consuming, let running archives finish (bounded), then close the
+        broker connection, S3 and Redis, each step bounded.
 
         Messages still being handled after the grace period stay unacked, so the broker hands
         them to another archiver; archiving is idempotent.
         """
-        if self._sweeper_task is not None:
-            self._sweeper_task.cancel()
-            await within(5, "sweeper", asyncio.gather(self._sweeper_task, return_exceptions=True))
-            self._sweeper_task = None
-        if self._queue is not None and self._consumer_tag is not None:
-            with contextlib.suppress(Exception):
-                await within(5, "cancel_consumer", self._queue.cancel(self._consumer_tag))
-            self._consumer_tag = None
-        if self._handlers:
-            await asyncio.wait(list(self._handlers), timeout=10)
-        if self._connection is not None:
-            await within(10, "amqp_close", self._connection.close())
-            self._connection = None
-        await within(10, "s3_close", self.store.__aexit__(None, None, None))
-        if self._redis is not None:
-            await within(5, "redis_close", self._redis.aclose())
-            self._redis = None
+        await super().close()
+        self._connection, self._redis = None, None
         log.info("archiver_stopped")
 
     async def ready(self) -> bool:
         """True when the broker connection is open and Redis answers."""
         return await broker_and_redis_ready(self._connection, self._redis)
+
+    @property
+    def busy(self) -> int:
+        """Events being archived right now."""
+        return len(self._handlers)
+
+    async def backlog(self) -> int:
+        """Events waiting in the archiver queue and, deferred after an S3 failure, in its delay
+        queue (they come back by themselves, so they are work still to do)."""
+        assert self._connection is not None, "start() the archiver first"
+        return await ready_messages(
+            self._connection, [self.topology.archiver_queue, self.topology.archiver_retry_queue]
+        )
 
     # -- consuming -------------------------------------------------------------------------------
     async def _on_message(self, message: AbstractIncomingMessage) -> None:

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
-from common.logging import configure_logging
-from common.runtime import forever, run, serving
+from common.runtime import forever, launch, serving
 from gateway.app import create_app
+from gateway.appkeys import LIFECYCLE
 from gateway.settings import GatewaySettings
-from gateway.state import STATE_KEY
 
 
 async def serve(settings: GatewaySettings) -> None:
@@ -16,21 +15,22 @@ async def serve(settings: GatewaySettings) -> None:
     routing here) before closing, while running streams finish (aiohttp waits for them)."""
     app = create_app(settings)
     # handler_cancellation: a client disconnect cancels the handler, which then publishes a Cancel.
-    async with serving(app, settings.host, settings.port, handler_cancellation=True):
+    async with serving(
+        app,
+        settings.host,
+        settings.port,
+        read_timeout=settings.common.http_read_timeout,
+        handler_cancellation=True,
+    ):
         try:
             await forever()
         finally:
-            if STATE_KEY in app:
-                app[STATE_KEY].draining = True
-                await asyncio.sleep(settings.drain_seconds)
+            app[LIFECYCLE].draining = True
+            await asyncio.sleep(settings.drain_seconds)
 
 
 def main() -> None:
-    settings = GatewaySettings.from_env()
-    configure_logging(
-        service=settings.common.service_name, level=settings.common.log_level, json=settings.common.log_json
-    )
-    run(serve(settings))
+    launch(GatewaySettings.from_env(), serve)
 
 
 if __name__ == "__main__":

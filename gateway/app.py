@@ -1,10 +1,15 @@
-"""``create_app``: the gateway's routes, middlewares and resource lifecycle."""
+"""``create_app``: the gateway's middlewares, routes and resources.
+
+Each resource has its own ``cleanup_ctx`` entry, opened in dependency order and closed in reverse
+(aiohttp runs a teardown only if its setup ran): Redis and the stores on it, the HTTP client (JWKS,
+management API), the S3 archive, the broker connection and publisher, the reply queue, and last
+this instance's background work, which is drained before the connections it uses close.
+"""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack
 
 import aiohttp
 from aiohttp import web
@@ -26,104 +31,150 @@ from common.runtime import within
 from common.session_reader import SessionReader
 from common.sessions import SessionStore
 from gateway.admission import Admission
-from gateway.apidoc import openapi_document
-from gateway.chat import chat
-from gateway.health import health, ready
-from gateway.health import metrics as metrics_endpoint
-from gateway.jobs import cancel_job, create_job, get_job
+from gateway.appkeys import (
+    ADMISSION,
+    AMQP,
+    ARCHIVE,
+    BACKLOG,
+    EVENTS,
+    HTTP,
+    JOBS,
+    KEYS,
+    LIFECYCLE,
+    METRICS,
+    MODELS,
+    PUBLISHER,
+    READER,
+    REDIS,
+    ROUTER,
+    SESSIONS,
+    SETTINGS,
+    VERIFIER,
+)
+from gateway.backlog import QueueBacklog
+from gateway.lifecycle import Lifecycle
 from gateway.metrics import GatewayMetrics
 from gateway.middlewares import (
-    auth_middleware,
+    admission_middleware,
+    authentication_middleware,
     rate_limit_headers_on_prepare,
     request_id_middleware,
     request_id_on_prepare,
 )
-from gateway.openai import chat_completions, list_models, openai_errors_middleware
+from gateway.models import ModelCatalog
+from gateway.openai import openai_errors_middleware
 from gateway.publisher import RequestPublisher
-from gateway.relay import ReplyRouter
-from gateway.sessions import delete_own_session, end_own_session, get_own_session, list_own_sessions
+from gateway.replies import ReplyRouter
+from gateway.routes import add_routes
 from gateway.settings import GatewaySettings
-from gateway.state import AMQP_KEY, STATE_KEY, GatewayState
 from gateway.tokens import TokenVerifier
 
-SETTINGS_KEY = web.AppKey("settings", GatewaySettings)
-METRICS_KEY = web.AppKey("metrics", GatewayMetrics)
+__all__ = ["create_app"]
 
 
-async def _resources(app: web.Application) -> AsyncIterator[None]:
-    """Redis, the JWKS HTTP client and the AMQP connection, opened in order and closed in reverse."""
-    settings = app[SETTINGS_KEY]
+async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The Redis client and the stores on it."""
+    settings, keys = app[SETTINGS], app[KEYS]
     common = settings.common
     redis = await open_redis(
         common.redis_url, cluster=common.redis_cluster, max_connections=common.redis_max_connections
     )
+    app[REDIS] = redis
+    app[SESSIONS] = SessionStore(redis, keys)
+    app[JOBS] = JobStore(redis, keys, ttl=common.job_ttl)
+    app[ADMISSION] = Admission(
+        redis,
+        keys,
+        user_limit=settings.rate_limit_per_minute,
+        org_limit=settings.rate_limit_org_per_minute,
+        window_seconds=settings.rate_limit_window,
+    )
+    app[MODELS] = ModelCatalog(
+        ModelRegistry(redis, keys), allowed=settings.allowed_models, default=settings.default_model
+    )
+    yield
+    await within(5, "redis_close", redis.aclose())
+
+
+async def _http_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The HTTP client: the auth service's JWKS and RabbitMQ's management API."""
+    settings = app[SETTINGS]
     http = aiohttp.ClientSession()
-    keys = Keyspace(common.key_prefix)
-    connection = None
-    stack = AsyncExitStack()
+    app[HTTP] = http
+    app[VERIFIER] = TokenVerifier(
+        issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience,
+        algorithms=settings.jwt_algorithms,
+        static_keys=settings.jwt_public_keys,
+        jwks_url=settings.jwks_url,
+        http=http,
+        leeway=settings.jwt_leeway,
+    )
+    if settings.rabbitmq_management_url is not None:
+        app[BACKLOG] = QueueBacklog(
+            http,
+            settings.rabbitmq_management_url,
+            settings.common.rabbitmq_url,
+            topology_for(settings.common).requests_queue,
+        )
+    yield
+    await within(5, "http_close", http.close())
+
+
+async def _archive_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The S3 archive client, and the session reader that falls back to it."""
+    async with ArchiveStore(app[SETTINGS].s3) as archive:
+        app[ARCHIVE] = archive
+        app[READER] = SessionReader(app[SESSIONS], archive)
+        yield
+
+
+async def _broker_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The broker connection, the topology, and the confirmed publisher for requests and events."""
+    settings = app[SETTINGS]
+    connection = await connect(settings.common.rabbitmq_url, client_name=f"gateway-{settings.instance_id}")
     try:
-        connection = await connect(common.rabbitmq_url, client_name=f"gateway-{settings.instance_id}")
-        topology = topology_for(common)
+        topology = topology_for(settings.common)
         declare_channel = await connection.channel()
         await topology.declare(declare_channel)
         await declare_channel.close()
         confirm_channel = await connection.channel(publisher_confirms=True)
         requests = await confirm_channel.get_exchange(topology.requests_exchange, ensure=False)
         cancel = await confirm_channel.get_exchange(topology.cancel_exchange, ensure=False)
-        events = await confirm_channel.get_exchange(topology.events_exchange, ensure=False)
-        archive = await stack.enter_async_context(ArchiveStore(settings.s3))
-        reply_channel = await connection.channel(publisher_confirms=False)
-        sessions = SessionStore(redis, keys)
-        router = ReplyRouter(
-            reply_channel,
-            topology.reply_queue(settings.instance_id, uuid.uuid4().hex[:8]),
-            # Outlives a broker reconnect and the longest chat this process can be relaying.
-            expires_seconds=settings.chat_deadline + 60,
-            on_drop=lambda reason: app[METRICS_KEY].replies_dropped.labels(reason).inc(),
+        app[EVENTS] = await confirm_channel.get_exchange(topology.events_exchange, ensure=False)
+        app[PUBLISHER] = RequestPublisher(
+            confirm_channel,
+            requests,
+            cancel,
+            CancelMarkers(app[REDIS], app[KEYS]),
+            timeout=settings.publish_timeout,
         )
-        await router.start()
-        stack.push_async_callback(router.close)
-        app[AMQP_KEY] = connection
-        app[STATE_KEY] = GatewayState(
-            settings=settings,
-            metrics=app[METRICS_KEY],
-            keys=keys,
-            redis=redis,
-            verifier=TokenVerifier(
-                issuer=settings.jwt_issuer,
-                audience=settings.jwt_audience,
-                algorithms=settings.jwt_algorithms,
-                static_keys=settings.jwt_public_keys,
-                jwks_url=settings.jwks_url,
-                http=http,
-                leeway=settings.jwt_leeway,
-            ),
-            router=router,
-            publisher=RequestPublisher(confirm_channel, requests, cancel, timeout=settings.publish_timeout),
-            admission=Admission(
-                redis,
-                keys,
-                user_limit=settings.rate_limit_per_minute,
-                org_limit=settings.rate_limit_org_per_minute,
-                window_seconds=settings.rate_limit_window,
-            ),
-            sessions=sessions,
-            reader=SessionReader(sessions, archive),
-            cancels=CancelMarkers(redis, keys),
-            model_registry=ModelRegistry(redis, keys),
-            jobs=JobStore(redis, keys, ttl=common.job_ttl),
-            archive=archive,
-            events=events,
-            http=http,
-        )
+        app[AMQP] = connection
         yield
-        await app[STATE_KEY].drain_background()
     finally:
-        await within(10, "reply_queue_and_s3_close", stack.aclose())
-        if connection is not None:
-            await within(10, "amqp_close", connection.close())
-        await within(5, "http_close", http.close())
-        await within(5, "redis_close", redis.aclose())
+        await within(10, "amqp_close", connection.close())
+
+
+async def _replies_ctx(app: web.Application) -> AsyncIterator[None]:
+    """This process's reply queue, deleted at the end (it would expire on its own)."""
+    settings, metrics = app[SETTINGS], app[METRICS]
+    router = ReplyRouter(
+        await app[AMQP].channel(publisher_confirms=False),
+        topology_for(settings.common).reply_queue(settings.instance_id, uuid.uuid4().hex[:8]),
+        # Outlives a broker reconnect and the longest chat this process can be relaying.
+        expires_seconds=settings.chat_deadline + 60,
+        on_drop=lambda reason: metrics.replies_dropped.labels(reason).inc(),
+    )
+    await router.start()
+    app[ROUTER] = router
+    yield
+    await within(10, "reply_queue_close", router.close())
+
+
+async def _background_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Background work (cancel publishes) finishes while the broker and Redis are still open."""
+    yield
+    await app[LIFECYCLE].drain()
 
 
 def create_app(settings: GatewaySettings, metrics: GatewayMetrics | None = None) -> web.Application:
@@ -139,28 +190,18 @@ def create_app(settings: GatewaySettings, metrics: GatewayMetrics | None = None)
             openai_errors_middleware,
             make_error_middleware(unavailable=REDIS_UNAVAILABLE, on_unhandled=track),
             request_id_middleware,
-            auth_middleware,
+            authentication_middleware,
+            admission_middleware,
         ],
     )
-    app[SETTINGS_KEY] = settings
-    app[METRICS_KEY] = metrics
-    app.cleanup_ctx.append(_resources)
+    app[SETTINGS] = settings
+    app[METRICS] = metrics
+    app[KEYS] = Keyspace(settings.common.key_prefix)
+    app[LIFECYCLE] = Lifecycle()
+    app.cleanup_ctx.extend([_redis_ctx, _http_ctx, _archive_ctx, _broker_ctx, _replies_ctx, _background_ctx])
     app.on_response_prepare.append(security_headers_on_prepare)
     app.on_response_prepare.append(no_store_on_prepare)  # per-user answers, streams included
     app.on_response_prepare.append(request_id_on_prepare)
     app.on_response_prepare.append(rate_limit_headers_on_prepare)
-    app.router.add_post("/chat", chat)
-    app.router.add_post("/v1/chat/completions", chat_completions)
-    app.router.add_get("/v1/models", list_models)
-    app.router.add_post("/jobs", create_job)
-    app.router.add_get("/jobs/{job_id}", get_job)
-    app.router.add_delete("/jobs/{job_id}", cancel_job)
-    app.router.add_get("/sessions", list_own_sessions)
-    app.router.add_get("/sessions/{session_id}", get_own_session)
-    app.router.add_delete("/sessions/{session_id}", delete_own_session)
-    app.router.add_post("/sessions/{session_id}/end", end_own_session)
-    app.router.add_get("/health", health)
-    app.router.add_get("/ready", ready)
-    app.router.add_get("/metrics", metrics_endpoint)
-    app.router.add_get("/openapi.json", openapi_document)
+    add_routes(app)
     return app

@@ -9,10 +9,10 @@ from aiohttp import web
 
 from broker.messages import ChatDone
 from common.http import json_response, read_json
+from gateway.appkeys import MODELS, SETTINGS
 from gateway.chat_requests import Chat, build
 from gateway.jobs import submit_job
-from gateway.state import STATE_KEY
-from gateway.streaming import Answer, relay
+from gateway.relay import Answer, relay
 from gateway.validation import ChatBody, check_model, check_prompt, check_session_id
 
 _encoder = msgspec.json.Encoder()
@@ -61,14 +61,14 @@ class NativeSse:
 
 
 async def chat(request: web.Request) -> web.StreamResponse:
-    state = request.app[STATE_KEY]
-    s = state.settings
+    s = request.app[SETTINGS]
     body = await read_json(request, ChatBody)
     chat_request = build(
-        state,
         request,
         Chat(
-            model=check_model(body.model, default=s.default_model, allowed=await state.models()),
+            model=check_model(
+                body.model, default=s.default_model, allowed=await request.app[MODELS].current()
+            ),
             session_id=check_session_id(body.session_id),
             prompt=check_prompt(body.prompt, max_chars=s.prompt_max_chars),
             stream=body.stream,
@@ -76,8 +76,8 @@ async def chat(request: web.Request) -> web.StreamResponse:
         ),
     )
     if body.run_async:
-        return await submit_job(state, chat_request)
-    result = await relay(state, request, chat_request, NativeSse() if body.stream else None)
+        return await submit_job(request.app, chat_request)
+    result = await relay(request, chat_request, NativeSse() if body.stream else None)
     if isinstance(result, Answer):
         return json_response({**done_payload(result.done), "response": result.text})
     return result

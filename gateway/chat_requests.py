@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from broker.messages import ChatMessage, ChatRequest, GenerationOptions
-from gateway.state import GatewayState, principal_of, request_id_of, trace_id_of
+from gateway.appkeys import SETTINGS, principal_of, request_id_of, trace_id_of
 
 __all__ = ["Chat", "build"]
 
@@ -37,13 +37,13 @@ class Chat:
     job: bool = False
 
 
-def build(state: GatewayState, request: web.Request, chat: Chat) -> ChatRequest:
+def build(request: web.Request, chat: Chat) -> ChatRequest:
     """The broker message for ``chat``, asked by the caller of ``request``."""
     if (chat.prompt is None) == (chat.messages is None):
         raise ValueError("a chat has either a prompt or messages")
     principal = principal_of(request)
     request_id = request_id_of(request)
-    settings = state.settings
+    settings = request.app[SETTINGS]
     now = time.time()
     conversation = chat.messages
     return ChatRequest(

@@ -9,7 +9,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
 
 from common.http import json_error, json_response
-from gateway.state import AMQP_KEY, STATE_KEY
+from gateway.appkeys import AMQP, BACKLOG, LIFECYCLE, METRICS, REDIS, ROUTER, SESSIONS
 
 
 async def health(request: web.Request) -> web.Response:
@@ -17,29 +17,28 @@ async def health(request: web.Request) -> web.Response:
 
 
 async def ready(request: web.Request) -> web.Response:
-    state = request.app[STATE_KEY]
-    if state.draining:
+    app = request.app
+    if app[LIFECYCLE].draining:
         return json_error(503, "draining", "this instance is shutting down")
-    connection = request.app[AMQP_KEY]
     problems: list[str] = []
-    if connection.is_closed:
+    if app[AMQP].is_closed:
         problems.append("rabbitmq")
     try:
-        await state.redis.ping()
+        await app[REDIS].ping()
     except Exception:
         problems.append("redis")
     if problems:
         return json_error(503, "not_ready", f"unavailable: {', '.join(problems)}")
-    return json_response({"status": "ready", "in_flight": state.router.in_flight})
+    return json_response({"status": "ready", "in_flight": app[ROUTER].in_flight})
 
 
 async def metrics(request: web.Request) -> web.Response:
-    state = request.app[STATE_KEY]
+    app = request.app
+    gauges = app[METRICS]
     # Read from Redis at scrape time: the same, right value from every instance (use max() across them).
     with contextlib.suppress(RedisError, OSError):
-        state.metrics.active_sessions.set(await state.sessions.active_count())
-    depth = await state.queue_depth()
-    if depth is not None:
-        state.metrics.queue_depth.labels(f"{state.settings.common.broker_prefix}.requests").set(depth)
-    registry = state.metrics.registry
-    return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+        gauges.active_sessions.set(await app[SESSIONS].active_count())
+    backlog = app.get(BACKLOG)
+    if backlog is not None and (depth := await backlog.depth()) is not None:
+        gauges.queue_depth.labels(backlog.queue).set(depth)
+    return web.Response(body=generate_latest(gauges.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -13,10 +13,10 @@ from aiohttp import web
 from broker.messages import Cancel, ChatRequest
 from common.http import ApiError, json_response, read_json
 from common.jobs import TERMINAL, Job
+from gateway.appkeys import JOBS, MODELS, PUBLISHER, SETTINGS, principal_of, trace_id_of
 from gateway.chat_requests import Chat, build
 from gateway.publisher import NotQueued
-from gateway.state import STATE_KEY, GatewayState, principal_of, trace_id_of
-from gateway.streaming import not_queued_error
+from gateway.relay import not_queued_error
 from gateway.validation import JobBody, check_conversation, check_model, check_prompt, check_session_id
 
 JOB_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._:-")
@@ -41,20 +41,21 @@ def _job_payload(job: Job) -> dict[str, object]:
     return payload
 
 
-async def submit_job(state: GatewayState, chat_request: ChatRequest) -> web.Response:
+async def submit_job(app: web.Application, chat_request: ChatRequest) -> web.Response:
     """Create the job record, queue the request (no reply queue), answer 202 with the status URL."""
     assert chat_request.job_id is not None
-    job = await state.jobs.create(
+    jobs = app[JOBS]
+    job = await jobs.create(
         chat_request.user_id,
         chat_request.job_id,
         model=chat_request.model,
         session_id=chat_request.session_id,
     )
     try:
-        await state.publisher.publish_request(chat_request, None)
+        await app[PUBLISHER].publish_request(chat_request, None)
     except NotQueued as exc:
-        await state.jobs.finish(chat_request.user_id, chat_request.job_id, "failed", error=exc.code)
-        raise not_queued_error(state, exc, "the job") from None
+        await jobs.finish(chat_request.user_id, chat_request.job_id, "failed", error=exc.code)
+        raise not_queued_error(app[SETTINGS], exc, "the job") from None
     status_url = f"/jobs/{job.job_id}"
     return json_response(
         {"job_id": job.job_id, "status": job.status, "status_url": status_url},
@@ -64,11 +65,10 @@ async def submit_job(state: GatewayState, chat_request: ChatRequest) -> web.Resp
 
 
 async def create_job(request: web.Request) -> web.Response:
-    state = request.app[STATE_KEY]
-    s = state.settings
+    s = request.app[SETTINGS]
     body = await read_json(request, JobBody)
     session_id = check_session_id(body.session_id) if body.session_id is not None else None
-    model = check_model(body.model, default=s.default_model, allowed=await state.models())
+    model = check_model(body.model, default=s.default_model, allowed=await request.app[MODELS].current())
     if body.messages:
         chat = Chat(
             model=model,
@@ -87,7 +87,7 @@ async def create_job(request: web.Request) -> web.Response:
         )
     else:
         raise ApiError(400, "invalid_request", "send a prompt or messages")
-    return await submit_job(state, build(state, request, chat))
+    return await submit_job(request.app, build(request, chat))
 
 
 def _job_id(request: web.Request) -> str:
@@ -98,8 +98,7 @@ def _job_id(request: web.Request) -> str:
 
 
 async def get_job(request: web.Request) -> web.Response:
-    state = request.app[STATE_KEY]
-    job = await state.jobs.get(principal_of(request).user_id, _job_id(request))
+    job = await request.app[JOBS].get(principal_of(request).user_id, _job_id(request))
     if job is None:
         raise ApiError(404, "job_not_found", "no such job (or it expired)")
     return json_response(_job_payload(job))
@@ -107,15 +106,15 @@ async def get_job(request: web.Request) -> web.Response:
 
 async def cancel_job(request: web.Request) -> web.Response:
     """Stop a queued or running job; its generation is aborted and the slot freed."""
-    state = request.app[STATE_KEY]
+    jobs = request.app[JOBS]
     principal = principal_of(request)
     job_id = _job_id(request)
-    job = await state.jobs.get(principal.user_id, job_id)
+    job = await jobs.get(principal.user_id, job_id)
     if job is None:
         raise ApiError(404, "job_not_found", "no such job (or it expired)")
     if job.status in TERMINAL:
         raise ApiError(409, "job_finished", f"the job already ended ({job.status})")
-    await state.cancel(
+    await request.app[PUBLISHER].cancel(
         Cancel(
             request_id=job_id,
             user_id=principal.user_id,
@@ -123,10 +122,10 @@ async def cancel_job(request: web.Request) -> web.Response:
             reason="user_cancelled",
             trace_id=trace_id_of(request),
         ),
-        time.time() + state.settings.job_deadline,
+        time.time() + request.app[SETTINGS].job_deadline,
     )
-    status = await state.jobs.finish(principal.user_id, job_id, "cancelled")
-    job = await state.jobs.get(principal.user_id, job_id)
+    status = await jobs.finish(principal.user_id, job_id, "cancelled")
+    job = await jobs.get(principal.user_id, job_id)
     assert job is not None
     return json_response(
         {**_job_payload(job), "status": status}, status=202 if status == "cancelled" else 200

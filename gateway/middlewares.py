@@ -1,4 +1,5 @@
-"""Gateway middlewares: request and trace ids (propagated to workers and logs) and bearer-token auth."""
+"""Gateway middlewares: request and trace ids (propagated to workers and logs), bearer-token
+authentication, and admission (revocation, disabled users, rate limits)."""
 
 from __future__ import annotations
 
@@ -12,14 +13,13 @@ from redis.exceptions import RedisError
 
 from common.http import ApiError
 from gateway.admission import DISABLED, LIMITED, REVOKED
-from gateway.state import PRINCIPAL_KEY, REQUEST_ID_KEY, STATE_KEY, TRACE_ID_KEY, VERDICT_KEY
+from gateway.appkeys import ADMISSION, METRICS, PRINCIPAL, REQUEST_ID, SETTINGS, TRACE_ID, VERDICT, VERIFIER
+from gateway.routes import Access, access_of
 from gateway.tokens import InvalidToken
 
 REQUEST_ID_HEADER = "X-Request-ID"
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{8,128}$")
-PUBLIC_PATHS = frozenset({"/health", "/ready", "/metrics", "/openapi.json"})
-# Requests that start a generation spend from the rate limit; the rest are only checked.
-LIMITED_ROUTES = frozenset({("POST", "/chat"), ("POST", "/v1/chat/completions"), ("POST", "/jobs")})
+_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="chat"'}
 
 
 @web.middleware
@@ -34,8 +34,8 @@ async def request_id_middleware(request: web.Request, handler: Handler) -> web.S
     request_id = uuid.uuid4().hex
     incoming = request.headers.get(REQUEST_ID_HEADER, "")
     trace_id = incoming if _VALID_REQUEST_ID.fullmatch(incoming) else request_id
-    request[REQUEST_ID_KEY] = request_id
-    request[TRACE_ID_KEY] = trace_id
+    request[REQUEST_ID] = request_id
+    request[TRACE_ID] = trace_id
     structlog.contextvars.bind_contextvars(request_id=request_id, trace_id=trace_id)
     try:
         response = await handler(request)
@@ -50,30 +50,46 @@ async def request_id_middleware(request: web.Request, handler: Handler) -> web.S
 
 
 async def request_id_on_prepare(request: web.Request, response: web.StreamResponse) -> None:
-    if TRACE_ID_KEY in request:
-        response.headers.setdefault(REQUEST_ID_HEADER, request[TRACE_ID_KEY])
+    if TRACE_ID in request:
+        response.headers.setdefault(REQUEST_ID_HEADER, request[TRACE_ID])
 
 
 @web.middleware
-async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+async def authentication_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Verify the bearer token locally (public key); no call to the auth service."""
-    if request.path in PUBLIC_PATHS:
+    if access_of(request) is Access.PUBLIC:
         return await handler(request)
-    state = request.app[STATE_KEY]
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
-    challenge = {"WWW-Authenticate": 'Bearer realm="chat"'}
     if scheme.lower() != "bearer" or not token.strip():
-        state.metrics.auth_failures.labels("missing_token").inc()
-        raise ApiError(401, "missing_token", "send 'Authorization: Bearer <access token>'", headers=challenge)
+        request.app[METRICS].auth_failures.labels("missing_token").inc()
+        raise ApiError(
+            401, "missing_token", "send 'Authorization: Bearer <access token>'", headers=_CHALLENGE
+        )
     try:
-        principal = await state.verifier.verify(token.strip())
+        principal = await request.app[VERIFIER].verify(token.strip())
     except InvalidToken as exc:
-        state.metrics.auth_failures.labels(exc.code).inc()
-        raise ApiError(401, exc.code, exc.message, headers=challenge) from None
-    cost = 1 if (request.method, request.path) in LIMITED_ROUTES else 0
+        request.app[METRICS].auth_failures.labels(exc.code).inc()
+        raise ApiError(401, exc.code, exc.message, headers=_CHALLENGE) from None
+    request[PRINCIPAL] = principal
+    structlog.contextvars.bind_contextvars(user_id=principal.user_id)
     try:
-        verdict = await state.admission.admit(
+        return await handler(request)
+    finally:
+        structlog.contextvars.unbind_contextvars("user_id")
+
+
+@web.middleware
+async def admission_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Admit an authenticated caller: token not revoked, user not disabled, within the rate limit
+    (spent by routes that start a generation). One Redis round trip (gateway/admission.py)."""
+    principal = request.get(PRINCIPAL)
+    if principal is None:  # a public route
+        return await handler(request)
+    metrics = request.app[METRICS]
+    cost = 1 if access_of(request) is Access.GENERATION else 0
+    try:
+        verdict = await request.app[ADMISSION].admit(
             principal.user_id,
             principal.org_id,
             principal.jti,
@@ -86,33 +102,28 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
             503, "unavailable", "the service cannot check this request now", headers={"Retry-After": "1"}
         ) from exc
     if verdict.status == REVOKED:
-        state.metrics.auth_failures.labels("token_revoked").inc()
-        raise ApiError(401, "token_revoked", "this token has been revoked; log in again", headers=challenge)
+        metrics.auth_failures.labels("token_revoked").inc()
+        raise ApiError(401, "token_revoked", "this token has been revoked; log in again", headers=_CHALLENGE)
     if verdict.status == DISABLED:
-        state.metrics.auth_failures.labels("user_disabled").inc()
+        metrics.auth_failures.labels("user_disabled").inc()
         raise ApiError(403, "user_disabled", "this account is disabled")
     if verdict.status == LIMITED:
-        state.metrics.rate_limited.labels(verdict.scope).inc()
+        metrics.rate_limited.labels(verdict.scope).inc()
         raise ApiError(
             429,
             "rate_limited",
             f"too many requests: the {verdict.scope} limit is {verdict.limit} "
-            f"per {state.settings.rate_limit_window:g} s",
+            f"per {request.app[SETTINGS].rate_limit_window:g} s",
             headers=verdict.headers(),
         )
     if cost:
-        request[VERDICT_KEY] = verdict
-    request[PRINCIPAL_KEY] = principal
-    structlog.contextvars.bind_contextvars(user_id=principal.user_id)
-    try:
-        return await handler(request)
-    finally:
-        structlog.contextvars.unbind_contextvars("user_id")
+        request[VERDICT] = verdict
+    return await handler(request)
 
 
 async def rate_limit_headers_on_prepare(request: web.Request, response: web.StreamResponse) -> None:
     """RateLimit-* headers on every response that spent from the limit, streamed ones included."""
-    verdict = request.get(VERDICT_KEY)
+    verdict = request.get(VERDICT)
     if verdict is not None:
         for name, value in verdict.headers().items():
             response.headers.setdefault(name, value)

@@ -17,9 +17,9 @@ from aiohttp.typedefs import Handler
 
 from broker.messages import ChatDone, GenerationOptions
 from common.http import ApiError, json_response, read_json
+from gateway.appkeys import MODELS, SETTINGS
 from gateway.chat_requests import Chat, build
-from gateway.state import STATE_KEY
-from gateway.streaming import Answer, relay
+from gateway.relay import Answer, relay
 from gateway.validation import check_conversation, check_model, check_session_id
 
 _encoder = msgspec.json.Encoder()
@@ -135,18 +135,16 @@ class OpenAISse:
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
-    state = request.app[STATE_KEY]
-    s = state.settings
+    s = request.app[SETTINGS]
     body = await read_json(request, CompletionBody)
     if body.n != 1:
         raise ApiError(400, "unsupported_parameter", "only n=1 is supported")
     conversation = check_conversation(
         [(m.role, _text(m)) for m in body.messages], max_chars=s.prompt_max_chars
     )
-    model = check_model(body.model, default=s.default_model, allowed=await state.models())
+    model = check_model(body.model, default=s.default_model, allowed=await request.app[MODELS].current())
     session_id = check_session_id(body.session_id) if body.session_id is not None else None
     chat_request = build(
-        state,
         request,
         Chat(
             model=model,
@@ -162,7 +160,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     created = int(now)
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     fmt = OpenAISse(completion_id, model, created, include_usage) if body.stream else None
-    result = await relay(state, request, chat_request, fmt)
+    result = await relay(request, chat_request, fmt)
     if not isinstance(result, Answer):
         return result
     return json_response(
@@ -184,8 +182,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
 
 
 async def list_models(request: web.Request) -> web.Response:
-    state = request.app[STATE_KEY]
-    models = await state.models() or (state.settings.default_model,)
+    models = await request.app[MODELS].listed()
     return json_response(
         {
             "object": "list",

@@ -1,10 +1,12 @@
-"""Publishing ChatRequests (with publisher confirms, for load shedding) and Cancels."""
+"""Publishing ChatRequests (with publisher confirms, for load shedding) and Cancels (the broker's
+fanout for running generations, and the Redis marker for requests still waiting in the queue)."""
 
 from __future__ import annotations
 
 import time
 
 import aio_pika
+import structlog
 from aio_pika.abc import AbstractChannel, AbstractExchange
 from aio_pika.exceptions import DeliveryError, PublishError
 from aiormq.exceptions import AMQPError, ChannelInvalidStateError
@@ -19,6 +21,9 @@ from broker.messages import (
     encoder,
 )
 from broker.topology import REQUEST_ROUTING_KEY
+from common.cancels import CancelMarkers
+
+log = structlog.get_logger(__name__)
 
 
 class NotQueued(Exception):
@@ -45,12 +50,14 @@ class RequestPublisher:
         confirm_channel: AbstractChannel,
         requests: AbstractExchange,
         cancel: AbstractExchange,
+        markers: CancelMarkers,
         *,
         timeout: float,
     ) -> None:
         self._channel = confirm_channel
         self._requests = requests
         self._cancel = cancel
+        self._markers = markers
         self._timeout = timeout
 
     async def publish_request(self, request: ChatRequest, reply_to: str | None) -> None:
@@ -76,6 +83,20 @@ class RequestPublisher:
             raise QueueFull("the request queue is full") from exc
         except (TimeoutError, PublishError, AMQPError, ChannelInvalidStateError, ConnectionError) as exc:
             raise BrokerUnavailable(str(exc) or exc.__class__.__name__) from exc
+
+    async def cancel(self, cancel: Cancel, deadline: float) -> None:
+        """Tell workers to stop: the fanout reaches a running generation, the marker (kept until
+        the request's ``deadline``) a worker that picks the request up later. Best effort: each
+        failure is logged, never raised (the request's deadline is the backstop)."""
+        try:
+            await self.publish_cancel(cancel)
+        except Exception as exc:
+            log.warning("cancel_publish_failed", request_id=cancel.request_id, error=str(exc))
+        try:
+            ttl = max(1, int(deadline - time.time()) + 5)
+            await self._markers.mark(cancel.user_id, cancel.request_id, cancel.reason, ttl=ttl)
+        except Exception as exc:
+            log.warning("cancel_mark_failed", request_id=cancel.request_id, error=str(exc))
 
     async def publish_cancel(self, cancel: Cancel) -> None:
         """Broadcast a cancel to every worker; not confirmed (the Redis marker is the backstop)."""

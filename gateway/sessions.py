@@ -11,6 +11,7 @@ import time
 import uuid
 from typing import Any
 
+from aio_pika.abc import AbstractExchange
 from aiohttp import web
 
 from broker.events import publish_session_event
@@ -18,7 +19,7 @@ from broker.messages import SessionEvent
 from common.archive import ArchiveCorrupt, ArchiveUnavailable
 from common.http import ApiError, json_response, query_int
 from common.sessions import ArchivePointer, SessionMeta, Turn
-from gateway.state import STATE_KEY, GatewayState, principal_of, request_id_of, trace_id_of
+from gateway.appkeys import ARCHIVE, EVENTS, READER, SESSIONS, principal_of, request_id_of, trace_id_of
 from gateway.validation import check_session_id
 
 MAX_PAGE = 100
@@ -61,11 +62,11 @@ def _archive_down(exc: Exception) -> ApiError:
 
 
 async def list_own_sessions(request: web.Request) -> web.Response:
-    state = request.app[STATE_KEY]
+    sessions = request.app[SESSIONS]
     principal = principal_of(request)
     limit = query_int(request, "limit", 20, minimum=1, maximum=MAX_PAGE)
     offset = query_int(request, "cursor", 0, maximum=10_000_000)
-    entries, next_offset = await state.sessions.page(principal.user_id, offset=offset, limit=limit)
+    entries, next_offset = await sessions.page(principal.user_id, offset=offset, limit=limit)
     return json_response(
         {
             "sessions": [_summary(entry, sid) for sid, entry in entries],
@@ -75,11 +76,10 @@ async def list_own_sessions(request: web.Request) -> web.Response:
 
 
 async def get_own_session(request: web.Request) -> web.Response:
-    state = request.app[STATE_KEY]
     user_id = principal_of(request).user_id
     session_id = check_session_id(request.match_info["session_id"])
     try:
-        view = await state.reader.view(user_id, session_id)
+        view = await request.app[READER].view(user_id, session_id)
     except (ArchiveUnavailable, ArchiveCorrupt) as exc:
         raise _archive_down(exc) from None
     if view is None:
@@ -93,16 +93,16 @@ async def get_own_session(request: web.Request) -> web.Response:
 
 async def end_own_session(request: web.Request) -> web.Response:
     """Finish a session now: it is announced to the archiver, which stores and removes it."""
-    state = request.app[STATE_KEY]
+    sessions = request.app[SESSIONS]
     principal = principal_of(request)
     session_id = check_session_id(request.match_info["session_id"])
-    ended = await state.sessions.end(principal.user_id, session_id)
+    ended = await sessions.end(principal.user_id, session_id)
     if ended is None:
-        if await state.sessions.pointer(principal.user_id, session_id) is not None:
+        if await sessions.pointer(principal.user_id, session_id) is not None:
             return json_response({"session_id": session_id, "state": "archived"})
         raise ApiError(404, "session_not_found", "no such session")
     await _announce_finished(
-        state,
+        request.app[EVENTS],
         request_id_of(request),
         trace_id_of(request),
         principal.user_id,
@@ -114,7 +114,7 @@ async def end_own_session(request: web.Request) -> web.Response:
 
 
 async def _announce_finished(
-    state: GatewayState,
+    events: AbstractExchange,
     request_id: str,
     trace_id: str,
     user_id: str,
@@ -132,24 +132,24 @@ async def _announce_finished(
         at=time.time(),
         trace_id=trace_id,
     )
-    await publish_session_event(state.events, event)
+    await publish_session_event(events, event)
 
 
 async def delete_own_session(request: web.Request) -> web.Response:
     """Erase the archived object first (so a failure leaves everything in place), then Redis."""
-    state = request.app[STATE_KEY]
+    sessions = request.app[SESSIONS]
     user_id = principal_of(request).user_id
     session_id = check_session_id(request.match_info["session_id"])
-    located = await state.reader.locate(user_id, session_id)
+    located = await request.app[READER].locate(user_id, session_id)
     if not located.exists:
         raise ApiError(404, "session_not_found", "no such session")
     pointer = located.pointer
-    await state.sessions.mark_deleted(user_id, session_id)  # an archiver mid-write drops its object
+    await sessions.mark_deleted(user_id, session_id)  # an archiver mid-write drops its object
     if pointer is not None:
         try:
-            await state.archive.delete(pointer.key)
+            await request.app[ARCHIVE].delete(pointer.key)
         except ArchiveUnavailable as exc:
-            await state.sessions.mark_deleted(user_id, session_id, deleted=False)
+            await sessions.mark_deleted(user_id, session_id, deleted=False)
             raise _archive_down(exc) from None
-    await state.sessions.delete(user_id, session_id)
+    await sessions.delete(user_id, session_id)
     return web.Response(status=204)

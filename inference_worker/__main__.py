@@ -1,29 +1,24 @@
-"""``python -m inference_worker``: run one worker process until SIGTERM/SIGINT, then drain."""
+"""``python -m inference_worker``: run one worker process until SIGTERM/SIGINT, then drain running
+requests; ``--burst``: until the request queue is empty and nothing is running."""
 
 from __future__ import annotations
 
-from common.logging import configure_logging
-from common.runtime import forever, run, serving
+from collections.abc import Sequence
+
+from common.service import main as service_main
 from inference_worker.http import create_worker_health_app
 from inference_worker.settings import WorkerSettings
 from inference_worker.worker import InferenceWorker
 
 
-async def serve(settings: WorkerSettings) -> None:
-    """Consume until cancelled (by a signal); closing the worker drains running generations."""
-    async with (
-        InferenceWorker(settings) as worker,
-        serving(create_worker_health_app(worker), settings.http_host, settings.http_port),
-    ):
-        await forever()
-
-
-def main() -> None:
-    settings = WorkerSettings.from_env()
-    configure_logging(
-        service=settings.common.service_name, level=settings.common.log_level, json=settings.common.log_json
+def main(argv: Sequence[str] | None = None) -> None:
+    service_main(
+        WorkerSettings.from_env,
+        InferenceWorker,
+        create_worker_health_app,
+        prog="python -m inference_worker",
+        argv=argv,
     )
-    run(serve(settings))
 
 
 if __name__ == "__main__":

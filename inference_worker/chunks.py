@@ -10,7 +10,8 @@ class ChunkCoalescer:
     """Buffers text and emits it when ``max_chars`` is reached or ``flush_interval`` has passed.
 
     The first text is emitted at once so time-to-first-token is not delayed by the interval.
-    Emission is serialised by a lock, so chunks keep their order.
+    Emission is serialised by a lock, so chunks keep their order. An emit the timer started that
+    fails is raised by the next :meth:`add` or by :meth:`aclose`, never lost in its task.
     """
 
     def __init__(
@@ -30,6 +31,7 @@ class ChunkCoalescer:
         self._lock = asyncio.Lock()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_task: asyncio.Task[None] | None = None
+        self._timer_failure: Exception | None = None
         self.emitted_chunks = 0
         self.emitted_chars = 0
 
@@ -38,6 +40,7 @@ class ChunkCoalescer:
         return self._size > 0
 
     async def add(self, text: str) -> None:
+        self._raise_timer_failure()
         if not text:
             return
         self._buffer.append(text)
@@ -54,7 +57,18 @@ class ChunkCoalescer:
 
     def _on_timer(self) -> None:
         self._timer = None
-        self._timer_task = asyncio.get_running_loop().create_task(self.flush())
+        self._timer_task = asyncio.get_running_loop().create_task(self._flush_on_timer())
+
+    async def _flush_on_timer(self) -> None:
+        try:
+            await self.flush()
+        except Exception as exc:  # nobody awaits this task: keep the error for the caller
+            self._timer_failure = exc
+
+    def _raise_timer_failure(self) -> None:
+        failure, self._timer_failure = self._timer_failure, None
+        if failure is not None:
+            raise failure
 
     async def flush(self) -> None:
         async with self._lock:
@@ -83,6 +97,7 @@ class ChunkCoalescer:
         await self.flush()
         if self._timer_task is not None and not self._timer_task.done():
             await self._timer_task
+        self._raise_timer_failure()
 
     def cancel(self) -> None:
         self.discard()

@@ -167,7 +167,8 @@ class NodePool:
     async def release(self, node: OllamaNode) -> None:
         node.in_flight -= 1
         async with self._freed:
-            self._freed.notify()
+            # Every waiter re-checks: the first one may want another model or exclude this node.
+            self._freed.notify_all()
 
     def mark_failed(self, node: OllamaNode) -> None:
         node.consecutive_failures += 1

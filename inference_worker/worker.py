@@ -14,18 +14,14 @@ import functools
 import itertools
 import time
 import uuid
-from contextlib import AsyncExitStack
-from types import TracebackType
-from typing import Self
 
 import aiohttp
 import msgspec
 import structlog
-from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue, AbstractRobustConnection
-from redis.exceptions import RedisError
+from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
 from broker.messages import ChatDone, ChatRequest, cancel_decoder, request_decoder
-from common.amqp import connect, topology_for
+from common.amqp import connect, ready_messages, topology_for
 from common.archive import ArchiveStore
 from common.cancels import CancelMarkers
 from common.health import broker_and_redis_ready
@@ -33,23 +29,25 @@ from common.jobs import JobStore
 from common.keyspace import Keyspace
 from common.models import ModelRegistry
 from common.redis import RedisClient, open_redis
-from common.runtime import within
+from common.service import Service
 from common.session_reader import SessionReader
 from common.sessions import SessionStore, Turn
-from inference_worker.generation import Generation, Generator, Progress
+from inference_worker.generation import Completion, ModelCaller, Progress
 from inference_worker.history import HistoryReader
 from inference_worker.metrics import WorkerMetrics
-from inference_worker.ollama import NodePool, OllamaClient, OllamaError, OllamaNode
+from inference_worker.ollama import NodePool, OllamaClient, OllamaError
+from inference_worker.probe import NodeProber
 from inference_worker.replies import ReplyPublisher
 from inference_worker.settings import WorkerSettings
 
 log = structlog.get_logger(__name__)
 
 
-class InferenceWorker:
-    """One worker process's consume loop; use as an async context manager."""
+class InferenceWorker(Service):
+    """One worker process's consume loop: ``start()``/``close()``, or ``async with``."""
 
     def __init__(self, settings: WorkerSettings, metrics: WorkerMetrics | None = None) -> None:
+        super().__init__()
         self.settings = settings
         self.metrics = metrics or WorkerMetrics()
         self.keys = Keyspace(settings.common.key_prefix)
@@ -63,149 +61,103 @@ class InferenceWorker:
         self._sessions: SessionStore | None = None
         self._jobs: JobStore | None = None
         self._connection: AbstractRobustConnection | None = None
-        self._consume_channel: AbstractChannel | None = None
-        self._stack = AsyncExitStack()
-        self._ollama: OllamaClient | None = None
         self._history: HistoryReader | None = None
-        self._models: ModelRegistry | None = None
-        self._generator: Generator | None = None
+        self._model_caller: ModelCaller | None = None
         self._replies: ReplyPublisher | None = None
-        self._consumer_tag: str | None = None
-        self._request_queue: AbstractQueue | None = None
-        # Running generations by (owner, request id): a cancel stops only its own user's request.
+        # Running requests by (owner, request id): a cancel stops only its own user's request.
         self._tasks: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._cancel_reasons: dict[tuple[str, str], str] = {}
-        self._probe_task: asyncio.Task[None] | None = None
         self.metrics.slots.set(settings.concurrency)
 
     # -- lifecycle -------------------------------------------------------------------------------
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()
-
     async def start(self) -> None:
-        s = self.settings
-        self._redis = await open_redis(
+        """Open Redis, the Ollama HTTP client, S3 and the broker, learn the nodes' models, then
+        consume. Each resource registers its shutdown step as it opens (see :meth:`close`)."""
+        s, teardown = self.settings, self.teardown
+        self._redis = redis = await open_redis(
             s.common.redis_url, cluster=s.common.redis_cluster, max_connections=s.common.redis_max_connections
         )
+        teardown.push("redis_close", 5, redis.aclose)
         self._sessions = SessionStore(
-            self._redis, self.keys, max_turns=s.session_max_turns, max_bytes=s.session_max_bytes
+            redis, self.keys, max_turns=s.session_max_turns, max_bytes=s.session_max_bytes
         )
-        self._jobs = JobStore(self._redis, self.keys, ttl=s.common.job_ttl)
-        http = await self._stack.enter_async_context(
+        self._jobs = JobStore(redis, self.keys, ttl=s.common.job_ttl)
+        http = await teardown.enter(
+            "http_close",
+            10,
             aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=60, enable_cleanup_closed=True),
                 timeout=aiohttp.ClientTimeout(total=None, connect=s.ollama_connect_timeout),
-            )
+            ),
         )
-        self._ollama = OllamaClient(http, read_timeout=s.ollama_read_timeout)
-        self._generator = Generator(
+        ollama = OllamaClient(http, read_timeout=s.ollama_read_timeout)
+        self._model_caller = ModelCaller(
             self.pool,
-            self._ollama,
+            ollama,
             self.metrics,
             flush_interval=s.chunk_flush_ms / 1000,
             max_chars=s.chunk_max_chars,
         )
-        archive = await self._stack.enter_async_context(ArchiveStore(s.s3))
-        self._models = ModelRegistry(self._redis, self.keys)
+        archive = await teardown.enter("s3_close", 10, ArchiveStore(s.s3))
         self._history = HistoryReader(
-            self._redis,
-            CancelMarkers(self._redis, self.keys),
+            redis,
+            CancelMarkers(redis, self.keys),
             SessionReader(self._sessions, archive),
             window=s.history_window,
         )
-        self._connection = await connect(s.common.rabbitmq_url, client_name=f"{s.common.service_name}")
-        reply_channel = await self._connection.channel(publisher_confirms=False)
-        self._consume_channel = await self._connection.channel()
-        await self._consume_channel.set_qos(prefetch_count=s.concurrency)
-        declared = await self.topology.declare(self._consume_channel)
+        self._connection = connection = await connect(
+            s.common.rabbitmq_url, client_name=s.common.service_name
+        )
+        teardown.push("amqp_close", 10, connection.close)
+        reply_channel = await connection.channel(publisher_confirms=False)
+        consume_channel = await connection.channel()
+        await consume_channel.set_qos(prefetch_count=s.concurrency)
+        declared = await self.topology.declare(consume_channel)
         events = await reply_channel.get_exchange(self.topology.events_exchange, ensure=False)
         self._replies = ReplyPublisher(reply_channel, events)
-        cancel_queue = await self._consume_channel.declare_queue(exclusive=True, auto_delete=True)
+        cancel_queue = await consume_channel.declare_queue(exclusive=True, auto_delete=True)
         await cancel_queue.bind(declared.cancel)
         await cancel_queue.consume(self._on_cancel, no_ack=True)
-        await self.probe_nodes()  # know which node has which model before the first request
-        self._probe_task = asyncio.get_running_loop().create_task(self._probe_loop())
-        self._request_queue = declared.request_queue
-        self._consumer_tag = await self._request_queue.consume(self._on_request)
+        prober = NodeProber(
+            self.pool,
+            ollama,
+            ModelRegistry(redis, self.keys),
+            self.metrics,
+            timeout=s.ollama_connect_timeout,
+            interval=s.ollama_probe_interval,
+        )
+        await prober.probe()  # know which node has which model before the first request
+        teardown.drain("drain", self._tasks.values(), s.shutdown_grace)
+        requests = declared.request_queue
+        consumer_tag = await requests.consume(self._on_request)
+        teardown.push("cancel_consumer", 5, functools.partial(requests.cancel, consumer_tag))
+        teardown.cancel("probe", 5, asyncio.get_running_loop().create_task(prober.run()))
         log.info("worker_started", concurrency=s.concurrency, nodes=list(s.ollama_urls))
 
     async def close(self) -> None:
-        """Stop taking requests, let running generations finish within the grace period, then stop.
+        """Stop taking requests, let running ones finish within the grace period, then close the
+        broker connection, S3, the Ollama HTTP client and Redis, each step bounded.
 
-        Generations still running after the grace period are abandoned unacked, so RabbitMQ hands
-        their requests to another worker.
+        Requests still running after the grace period are abandoned unacked, so RabbitMQ hands
+        them to another worker.
         """
-        if self._probe_task is not None:
-            self._probe_task.cancel()
-            await within(5, "probe", asyncio.gather(self._probe_task, return_exceptions=True))
-        if self._request_queue is not None and self._consumer_tag is not None:
-            with contextlib.suppress(Exception):
-                await within(5, "cancel_consumer", self._request_queue.cancel(self._consumer_tag))
-            self._consumer_tag = None
-        if self._tasks:
-            _, pending = await asyncio.wait(list(self._tasks.values()), timeout=self.settings.shutdown_grace)
-            for task in pending:
-                task.cancel()
-            if pending:
-                await asyncio.wait(pending, timeout=5)
-        if self._connection is not None:
-            await within(10, "amqp_close", self._connection.close())
-            self._connection = None
-        await within(10, "http_and_s3_close", self._stack.aclose())  # the Ollama HTTP client and S3
-        if self._redis is not None:
-            await within(5, "redis_close", self._redis.aclose())
-            self._redis = None
+        await super().close()
+        self._connection, self._redis = None, None
         log.info("worker_stopped")
 
     async def ready(self) -> bool:
         """True when the broker connection is open and Redis answers."""
         return await broker_and_redis_ready(self._connection, self._redis)
 
-    # -- model nodes -----------------------------------------------------------------------------
-    async def probe_nodes(self) -> None:
-        """Read every node's models (``/api/tags``); a node that answers is healthy again."""
-        assert self._ollama is not None
-        ollama = self._ollama
-
-        async def probe(node: OllamaNode) -> None:
-            try:
-                node.models = await ollama.tags(node, timeout=self.settings.ollama_connect_timeout)
-            except OllamaError as exc:
-                if not node.cooling(time.monotonic()):
-                    log.warning("model_node_down", node=node.url, error=str(exc))
-                self.pool.mark_failed(node)
-                self.metrics.node_up.labels(node.url).set(0)
-                return
-            if node.consecutive_failures:
-                log.info("model_node_back", node=node.url)
-            self.pool.mark_ok(node)
-            self.metrics.node_up.labels(node.url).set(1)
-
-        await asyncio.gather(*(probe(node) for node in self.pool.nodes))
-        models = self.pool.models()
-        if models and self._models is not None:
-            with contextlib.suppress(RedisError, OSError):
-                await self._models.announce(models)
-
-    async def _probe_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.ollama_probe_interval)
-            try:
-                await self.probe_nodes()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("probe_failed")
-
     @property
     def busy(self) -> int:
+        """Requests being handled (each holds one of the ``concurrency`` slots)."""
         return len(self._tasks)
+
+    async def backlog(self) -> int:
+        """Requests waiting in the request queue (shared by every worker)."""
+        assert self._connection is not None, "start() the worker first"
+        return await ready_messages(self._connection, [self.topology.requests_queue])
 
     # -- consuming -------------------------------------------------------------------------------
     async def _on_request(self, message: AbstractIncomingMessage) -> None:
@@ -249,7 +201,9 @@ class InferenceWorker:
         structlog.contextvars.bind_contextvars(
             request_id=request.request_id, trace_id=request.trace_id, user_id=request.user_id
         )
-        generation = uuid.uuid4().hex[:12]
+        # This attempt's id (the ``generation`` field of every reply): a redelivered request gets
+        # a new one, so the gateway can tell a restarted answer from the one it was relaying.
+        attempt = uuid.uuid4().hex[:12]
         reply_to = message.reply_to or ""
         started = time.time()
         progress = Progress()
@@ -259,7 +213,7 @@ class InferenceWorker:
         try:
             if started > request.deadline:
                 self.metrics.generations.labels("expired", request.model).inc()
-                await self._fail(request, generation, reply_to, "deadline_exceeded", "deadline passed")
+                await self._fail(request, attempt, reply_to, "deadline_exceeded", "deadline passed")
                 await message.ack()
                 return
             assert self._history is not None
@@ -272,12 +226,12 @@ class InferenceWorker:
                 return
             try:
                 async with asyncio.timeout(request.deadline - started):
-                    result = await self._generate(request, generation, reply_to, history, progress)
+                    result = await self._call_model(request, attempt, reply_to, history, progress)
             except OllamaError as exc:
                 self.metrics.generations.labels("error", request.model).inc()
                 self.metrics.errors.labels(exc.code).inc()
                 log.warning("generation_failed", error=exc.code, detail=str(exc))
-                await self._fail(request, generation, reply_to, exc.code, str(exc))
+                await self._fail(request, attempt, reply_to, exc.code, str(exc))
                 await message.ack()
                 return
             except TimeoutError:
@@ -285,7 +239,7 @@ class InferenceWorker:
                 self._record_partial(progress, request)
                 await self._fail(
                     request,
-                    generation,
+                    attempt,
                     reply_to,
                     "deadline_exceeded",
                     "the answer did not finish in time",
@@ -293,7 +247,7 @@ class InferenceWorker:
                 )
                 await message.ack()
                 return
-            await self._finish(request, generation, reply_to, result)
+            await self._finish(request, attempt, reply_to, result)
             self.metrics.generations.labels("ok", request.model).inc()
             log.info(
                 "generation_finished",
@@ -329,7 +283,7 @@ class InferenceWorker:
             self.metrics.errors.labels(type(exc).__name__).inc()
             log.exception("generation_crashed", error_type=type(exc).__name__)
             with contextlib.suppress(Exception):
-                await self._fail(request, generation, reply_to, "internal_error", "the worker failed")
+                await self._fail(request, attempt, reply_to, "internal_error", "the worker failed")
                 await message.ack()
         finally:
             structlog.contextvars.unbind_contextvars("request_id", "trace_id", "user_id")
@@ -351,7 +305,7 @@ class InferenceWorker:
     async def _fail(
         self,
         request: ChatRequest,
-        generation: str,
+        attempt: str,
         reply_to: str,
         code: str,
         text: str,
@@ -359,7 +313,7 @@ class InferenceWorker:
     ) -> None:
         """Tell the waiting client (if any) and record the failure on the job (if any)."""
         assert self._replies is not None
-        await self._replies.error(request, reply_to, generation, code, text)
+        await self._replies.error(request, reply_to, attempt, code, text)
         if request.job_id and self._jobs is not None:
             await self._jobs.finish(
                 request.user_id,
@@ -371,21 +325,21 @@ class InferenceWorker:
                 message=text,
             )
 
-    async def _generate(
-        self, request: ChatRequest, generation: str, reply_to: str, history: list[Turn], progress: Progress
-    ) -> Generation:
-        assert self._generator is not None and self._replies is not None
+    async def _call_model(
+        self, request: ChatRequest, attempt: str, reply_to: str, history: list[Turn], progress: Progress
+    ) -> Completion:
+        assert self._model_caller is not None and self._replies is not None
         replies = self._replies
         seq = itertools.count()
 
         async def emit(text: str) -> None:
-            await replies.chunk(request, reply_to, generation, next(seq), text)
+            await replies.chunk(request, reply_to, attempt, next(seq), text)
             self.metrics.chunks.inc()
 
         messages = HistoryReader.conversation(request, history)
-        return await self._generator.run(request, messages, emit, progress)
+        return await self._model_caller.run(request, messages, emit, progress)
 
-    async def _finish(self, request: ChatRequest, generation: str, reply_to: str, result: Generation) -> None:
+    async def _finish(self, request: ChatRequest, attempt: str, reply_to: str, result: Completion) -> None:
         """Record the turns first, so a follow-up request sent after ``done`` sees this answer."""
         assert self._sessions is not None and self._replies is not None
         usage = {
@@ -407,7 +361,7 @@ class InferenceWorker:
             request_id=request.request_id,
             user_id=request.user_id,
             org_id=request.org_id,
-            generation=generation,
+            generation=attempt,
             session_id=request.session_id,
             model=request.model,
             chunks=result.chunks,
@@ -418,16 +372,12 @@ class InferenceWorker:
         await self._replies.done(request, reply_to, done)
 
 
-def _turns(request: ChatRequest, result: Generation, usage: dict[str, int]) -> list[Turn]:
+def _turns(request: ChatRequest, result: Completion, usage: dict[str, int]) -> list[Turn]:
     """The user turn (for OpenAI-style requests, their last user message) and the answer."""
-    prompt = request.prompt
-    if request.messages:
-        last_user = next((m for m in reversed(request.messages) if m.role == "user"), None)
-        prompt = last_user.content if last_user else request.prompt
     return [
         Turn(
             role="user",
-            content=prompt,
+            content=request.user_turn,
             created_at=request.created_at,
             request_id=request.request_id,
             trace_id=request.trace_id or None,

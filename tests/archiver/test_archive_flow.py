@@ -2,52 +2,19 @@
 
 from __future__ import annotations
 
-import gzip
-import json
 from typing import Any
 
-import aioboto3
+from archive_support import chat, s3_objects
 from helpers import KeyPair, auth_header, wait_for
-
-
-async def _s3_objects(base_env: dict[str, str]) -> dict[str, dict[str, Any]]:
-    session = aioboto3.Session()
-    async with session.client(
-        "s3",
-        endpoint_url=base_env["S3_ENDPOINT_URL"],
-        region_name="us-east-1",
-        aws_access_key_id=base_env["S3_ACCESS_KEY_ID"],
-        aws_secret_access_key=base_env["S3_SECRET_ACCESS_KEY"],
-    ) as s3:
-        try:
-            listing = await s3.list_objects_v2(Bucket=base_env["S3_BUCKET"])
-        except s3.exceptions.NoSuchBucket:
-            return {}
-        objects = {}
-        for entry in listing.get("Contents", []):
-            body = await (await s3.get_object(Bucket=base_env["S3_BUCKET"], Key=entry["Key"]))["Body"].read()
-            objects[entry["Key"]] = json.loads(gzip.decompress(body))
-        return objects
-
-
-async def _chat(gateway: Any, token: str, session_id: str, prompt: str) -> dict[str, Any]:
-    response = await gateway.post(
-        "/chat",
-        json={"session_id": session_id, "prompt": prompt, "stream": False},
-        headers=auth_header(token),
-    )
-    assert response.status == 200, await response.text()
-    body: dict[str, Any] = await response.json()
-    return body
 
 
 async def test_ended_session_is_archived_once_and_readable_after(
     gateway: Any, worker: Any, archiver_factory: Any, keys: KeyPair, redis: Any, base_env: dict[str, str]
 ) -> None:
-    await archiver_factory(sweep=False)
+    archiver = await archiver_factory(sweep=False)
     token = keys.mint("alice", "acme")
     for prompt in ("first", "second", "third"):
-        await _chat(gateway, token, "s1", prompt)
+        await chat(gateway, token, "s1", prompt)
     before = await (await gateway.get("/sessions/s1", headers=auth_header(token))).json()
     assert before["state"] == "active"
     assert len(before["turns"]) == 6
@@ -56,14 +23,11 @@ async def test_ended_session_is_archived_once_and_readable_after(
     assert ended.status == 202
     assert (await ended.json())["state"] == "ended"
 
-    async def archived() -> bool:
-        body = await (await gateway.get("/sessions/s1", headers=auth_header(token))).json()
-        return bool(body["state"] == "archived")
-
-    await wait_for(archived)
+    await archiver.run_until_idle()
     after = await (await gateway.get("/sessions/s1", headers=auth_header(token))).json()
+    assert after["state"] == "archived"
     assert after["turns"] == before["turns"]
-    objects = await _s3_objects(base_env)
+    objects = await s3_objects(base_env)
     assert len(objects) == 1
     ((key, document),) = objects.items()
     assert key.startswith("acme/alice/") and key.endswith("/s1.json.gz")
@@ -83,10 +47,10 @@ async def test_idle_session_is_archived_without_any_call(
 ) -> None:
     await archiver_factory(SESSION_IDLE_SECONDS="0.5", SWEEP_INTERVAL_SECONDS="0.2")
     token = keys.mint("bob")
-    await _chat(gateway, token, "idle", "hello")
+    await chat(gateway, token, "idle", "hello")
 
     async def archived() -> bool:
-        return len(await _s3_objects(base_env)) == 1
+        return len(await s3_objects(base_env)) == 1
 
     await wait_for(archived)
     body = await (await gateway.get("/sessions/idle", headers=auth_header(token))).json()
@@ -101,10 +65,10 @@ async def test_two_archivers_sweep_without_double_work(
     second = await archiver_factory(SESSION_IDLE_SECONDS="0.3", SWEEP_INTERVAL_SECONDS="0.1")
     tokens = [keys.mint(f"user{i}") for i in range(5)]
     for i, token in enumerate(tokens):
-        await _chat(gateway, token, f"s{i}", "hi")
+        await chat(gateway, token, f"s{i}", "hi")
 
     async def all_archived() -> bool:
-        return len(await _s3_objects(base_env)) == 5
+        return len(await s3_objects(base_env)) == 5
 
     await wait_for(all_archived)
     ended = sum(
@@ -119,13 +83,11 @@ async def test_replayed_finished_event_is_harmless(
 ) -> None:
     archiver = await archiver_factory(sweep=False)
     token = keys.mint("carol")
-    await _chat(gateway, token, "s", "hi")
+    await chat(gateway, token, "s", "hi")
     assert (await gateway.post("/sessions/s/end", headers=auth_header(token))).status == 202
 
-    async def archived() -> bool:
-        return len(await _s3_objects(base_env)) == 1
-
-    await wait_for(archived)
+    await archiver.run_until_idle()
+    assert len(await s3_objects(base_env)) == 1
     from broker.messages import SessionEvent
 
     replay = SessionEvent(
@@ -139,7 +101,7 @@ async def test_replayed_finished_event_is_harmless(
     )
     assert await archiver.archive(replay) == "gone"
     assert await archiver.archive(replay) == "gone"
-    objects = await _s3_objects(base_env)
+    objects = await s3_objects(base_env)
     assert len(objects) == 1
     assert len(next(iter(objects.values()))["turns"]) == 2
 
@@ -147,19 +109,17 @@ async def test_replayed_finished_event_is_harmless(
 async def test_delete_erases_redis_and_archive_and_spares_others(
     gateway: Any, worker: Any, archiver_factory: Any, keys: KeyPair, base_env: dict[str, str]
 ) -> None:
-    await archiver_factory(sweep=False)
+    archiver = await archiver_factory(sweep=False)
     alice, bob = keys.mint("alice"), keys.mint("bob")
-    await _chat(gateway, alice, "gone", "secret")
-    await _chat(gateway, alice, "kept", "keep me")
-    await _chat(gateway, bob, "gone", "bob's own")
+    await chat(gateway, alice, "gone", "secret")
+    await chat(gateway, alice, "kept", "keep me")
+    await chat(gateway, bob, "gone", "bob's own")
     assert (await gateway.post("/sessions/gone/end", headers=auth_header(alice))).status == 202
 
-    async def archived() -> bool:
-        return len(await _s3_objects(base_env)) == 1
-
-    await wait_for(archived)
+    await archiver.run_until_idle()
+    assert len(await s3_objects(base_env)) == 1
     assert (await gateway.delete("/sessions/gone", headers=auth_header(alice))).status == 204
-    assert await _s3_objects(base_env) == {}
+    assert await s3_objects(base_env) == {}
     assert (await gateway.get("/sessions/gone", headers=auth_header(alice))).status == 404
     assert (await gateway.delete("/sessions/gone", headers=auth_header(alice))).status == 404
     kept = await (await gateway.get("/sessions", headers=auth_header(alice))).json()
@@ -171,22 +131,24 @@ async def test_delete_erases_redis_and_archive_and_spares_others(
 async def test_resumed_archived_session_keeps_history_and_its_one_object(
     gateway: Any, worker: Any, archiver_factory: Any, keys: KeyPair, base_env: dict[str, str]
 ) -> None:
-    await archiver_factory(sweep=False)
+    archiver = await archiver_factory(sweep=False)
     token = keys.mint("hank")
-    first = await _chat(gateway, token, "again", "before archiving")
+    first = await chat(gateway, token, "again", "before archiving")
     assert (await gateway.post("/sessions/again/end", headers=auth_header(token))).status == 202
 
     async def archived(expected_turns: int) -> bool:
         body = await (await gateway.get("/sessions/again", headers=auth_header(token))).json()
         return bool(body["state"] == "archived" and len(body["turns"]) == expected_turns)
 
-    await wait_for(lambda: archived(2))
-    resumed = await _chat(gateway, token, "again", "after archiving")
+    await archiver.run_until_idle()
+    assert await archived(2)
+    resumed = await chat(gateway, token, "again", "after archiving")
     assert resumed["response"].startswith(" [turns=2]"), "the model sees the archived turns"
     assert first["response"] != resumed["response"]
     assert (await gateway.post("/sessions/again/end", headers=auth_header(token))).status == 202
-    await wait_for(lambda: archived(4))
-    objects = await _s3_objects(base_env)
+    await archiver.run_until_idle()
+    assert await archived(4)
+    objects = await s3_objects(base_env)
     assert len(objects) == 1
     assert [t["content"] for t in next(iter(objects.values()))["turns"] if t["role"] == "user"] == [
         "before archiving",

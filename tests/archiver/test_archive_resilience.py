@@ -7,10 +7,12 @@ import time
 from typing import Any
 
 import aio_pika
+import pytest
+from archive_support import chat, s3_objects
 from helpers import KeyPair, auth_header, wait_for
 from s3server import MotoServer
-from test_archive_flow import _chat, _s3_objects
 
+from archiver.worker import ATTEMPTS_HEADER
 from broker.events import publish_session_event
 from broker.messages import SessionEvent
 from broker.topology import QueueLimits, Topology
@@ -25,6 +27,8 @@ async def test_s3_outage_archives_once_after_restart_without_hot_loop(
     keys: KeyPair,
     base_env: dict[str, str],
     redis: Any,
+    amqp: Any,
+    namespace: str,
 ) -> None:
     s3 = MotoServer()
     await asyncio.to_thread(s3.start)
@@ -33,20 +37,31 @@ async def test_s3_outage_archives_once_after_restart_without_hot_loop(
         gateway = await gateway_factory(**env)
         archiver = await archiver_factory(sweep=False, ARCHIVE_WRITE_ATTEMPTS="2", **env)
         token = keys.mint("dana")
-        await _chat(gateway, token, "s", "one")
-        await _chat(gateway, token, "s", "two")
+        await chat(gateway, token, "s", "one")
+        await chat(gateway, token, "s", "two")
 
         await asyncio.to_thread(s3.stop)
+        retry_queue = await (await amqp.channel()).declare_queue(
+            Topology(namespace, QueueLimits()).archiver_retry_queue, passive=True
+        )
         assert (await gateway.post("/sessions/s/end", headers=auth_header(token))).status == 202
-        value = archiver.metrics.registry.get_sample_value
 
-        async def deferred() -> bool:
-            return (value("archiver_retries_scheduled_total") or 0) >= 1
+        # S3 is down: the event goes around the delay queue. Look at it each time it waits there
+        # (and put it back): the attempt it is on, and how long the broker holds it (its TTL).
+        parked: dict[int, float] = {}
 
-        await wait_for(deferred)  # S3 is down: the event goes around the delay queue
-        await asyncio.sleep(3.0)
-        # Retry delays grow (0.3 s, 0.6 s, 1.2 s ...) and each try waits on a connect timeout.
-        assert (value("archiver_retries_scheduled_total") or 0) <= 6, "back-off, not a hot retry loop"
+        async def parked_twice() -> bool:
+            message = await retry_queue.get(no_ack=False, fail=False)
+            if message is not None:
+                assert message.expiration is not None
+                parked[int(message.headers[ATTEMPTS_HEADER])] = message.expiration
+                await message.nack(requeue=True)
+            return len(parked) >= 2
+
+        await wait_for(parked_twice, timeout=30, interval=0.02, what="the event parked twice")
+        # Back-off, not a hot retry loop: every time around, the event waits twice as long.
+        assert parked == {attempt: pytest.approx(0.3 * 2 ** (attempt - 1)) for attempt in parked}
+        assert archiver.metrics.registry.get_sample_value("archiver_retries_scheduled_total") >= 2
         session = await (await gateway.get("/sessions/s", headers=auth_header(token))).json()
         assert session["state"] == "ended"
         assert len(session["turns"]) == 4, "nothing is deleted while the archive is unavailable"
@@ -58,7 +73,7 @@ async def test_s3_outage_archives_once_after_restart_without_hot_loop(
             return bool(body.get("state") == "archived")
 
         await wait_for(archived, timeout=30)
-        objects = await _s3_objects({**base_env, **env})
+        objects = await s3_objects({**base_env, **env})
         assert len(objects) == 1
         assert len(next(iter(objects.values()))["turns"]) == 4
     finally:
@@ -77,7 +92,7 @@ async def test_finished_delivered_twice_gives_one_object(
 ) -> None:
     archiver = await archiver_factory(sweep=False)
     token = keys.mint("erin")
-    await _chat(gateway, token, "twice", "hello")
+    await chat(gateway, token, "twice", "hello")
     ended = await SessionStore(redis, Keyspace(f"{namespace}:")).end("erin", "twice")
     assert ended is not None
     event = SessionEvent(
@@ -93,15 +108,13 @@ async def test_finished_delivered_twice_gives_one_object(
     exchange = await channel.get_exchange(Topology(namespace, QueueLimits()).events_exchange)
     await asyncio.gather(publish_session_event(exchange, event), publish_session_event(exchange, event))
 
-    async def handled_both() -> bool:
-        value = archiver.metrics.registry.get_sample_value
-        done = sum(
-            value("archiver_sessions_archived_total", {"result": r}) or 0 for r in ("removed", "kept", "gone")
-        )
-        return done == 2
-
-    await wait_for(handled_both)
-    objects = await _s3_objects(base_env)
+    await archiver.run_until_idle()
+    value = archiver.metrics.registry.get_sample_value
+    handled = sum(
+        value("archiver_sessions_archived_total", {"result": r}) or 0 for r in ("removed", "kept", "gone")
+    )
+    assert handled == 2
+    objects = await s3_objects(base_env)
     assert len(objects) == 1
     assert len(next(iter(objects.values()))["turns"]) == 2
     assert not [
@@ -114,26 +127,22 @@ async def test_turns_added_while_archiving_are_kept_and_archived_later(
 ) -> None:
     archiver = await archiver_factory(sweep=False)
     token = keys.mint("frank")
-    await _chat(gateway, token, "busy", "before the end")
+    await chat(gateway, token, "busy", "before the end")
     real_put = archiver.store.put_verified
     chatted = asyncio.Event()
 
     async def put_while_user_chats(key: str, document: Any) -> int:
         if not chatted.is_set():
             chatted.set()
-            await _chat(gateway, token, "busy", "during archiving")  # lands between snapshot and removal
+            await chat(gateway, token, "busy", "during archiving")  # lands between snapshot and removal
         return await real_put(key, document)
 
     archiver.store.put_verified = put_while_user_chats  # type: ignore[method-assign]
     assert (await gateway.post("/sessions/busy/end", headers=auth_header(token))).status == 202
 
-    async def first_write_done() -> bool:
-        value = archiver.metrics.registry.get_sample_value(
-            "archiver_sessions_archived_total", {"result": "kept"}
-        )
-        return value == 1
-
-    await wait_for(first_write_done)
+    await archiver.run_until_idle()
+    value = archiver.metrics.registry.get_sample_value
+    assert value("archiver_sessions_archived_total", {"result": "kept"}) == 1, "the first write is done"
     live = await (await gateway.get("/sessions/busy", headers=auth_header(token))).json()
     assert live["state"] == "active", "the session changed while archiving, so it stays"
     assert [t["content"] for t in live["turns"] if t["role"] == "user"] == [
@@ -143,12 +152,10 @@ async def test_turns_added_while_archiving_are_kept_and_archived_later(
 
     assert (await gateway.post("/sessions/busy/end", headers=auth_header(token))).status == 202
 
-    async def archived() -> bool:
-        body = await (await gateway.get("/sessions/busy", headers=auth_header(token))).json()
-        return bool(body["state"] == "archived")
-
-    await wait_for(archived)
-    objects = await _s3_objects(base_env)
+    await archiver.run_until_idle()
+    body = await (await gateway.get("/sessions/busy", headers=auth_header(token))).json()
+    assert body["state"] == "archived"
+    objects = await s3_objects(base_env)
     assert len(objects) == 1
     turns = next(iter(objects.values()))["turns"]
     assert [t["content"] for t in turns if t["role"] == "user"] == ["before the end", "during archiving"]
@@ -162,10 +169,10 @@ async def test_turns_over_the_redis_cap_are_archived_not_lost(
     await archiver_factory(sweep=False)
     token = keys.mint("gina")
     for i in range(5):
-        await _chat(gateway, token, "long", f"q{i}")
+        await chat(gateway, token, "long", f"q{i}")
 
     async def spilled_archived() -> bool:
-        return len(await _s3_objects(base_env)) == 1
+        return len(await s3_objects(base_env)) == 1
 
     await wait_for(spilled_archived)  # the spill was stored without ending the session
     body = await (await gateway.get("/sessions/long", headers=auth_header(token))).json()
@@ -178,7 +185,7 @@ async def test_turns_over_the_redis_cap_are_archived_not_lost(
         return bool(done["state"] == "archived")
 
     await wait_for(archived)
-    turns = next(iter((await _s3_objects(base_env)).values()))["turns"]
+    turns = next(iter((await s3_objects(base_env)).values()))["turns"]
     assert [t["content"] for t in turns if t["role"] == "user"] == [f"q{i}" for i in range(5)]
     assert len(turns) == 10
 
@@ -205,7 +212,7 @@ async def test_active_sessions_gauge_is_the_same_on_every_gateway(
 ) -> None:
     gateways = [await gateway_factory() for _ in range(2)]
     for i in range(3):
-        await _chat(gateways[i % 2], keys.mint(f"u{i}"), "s", "hi")
+        await chat(gateways[i % 2], keys.mint(f"u{i}"), "s", "hi")
     for gateway in gateways:
         text = await (await gateway.get("/metrics")).text()
         assert "chat_active_sessions_total 3.0" in text

@@ -54,11 +54,7 @@ async def test_kill_after_tokens_reached_client_gives_generation_interrupted(
     assert rest[-1].data["error"] == "generation_interrupted"
     assert all(e.event == "token" for e in rest[:-1])
     # The gateway cancels the restarted generation: the survivor's slot is freed.
-    await wait_for(lambda: _is_idle(survivor), timeout=15)
-
-
-async def _is_idle(worker: Any) -> bool:
-    return bool(worker.busy == 0)
+    await survivor.run_until_idle(timeout=15)
 
 
 @pytest.mark.parametrize("stream", [True, False])

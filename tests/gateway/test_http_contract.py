@@ -13,7 +13,7 @@ from auth.app import create_app as create_auth_app
 from auth.settings import AuthSettings
 from gateway.app import create_app as create_gateway_app
 from gateway.contract import OPENAPI_PATH, OPERATIONS, openapi, render
-from gateway.middlewares import PUBLIC_PATHS
+from gateway.routes import ROUTES, Access
 from gateway.settings import GatewaySettings
 
 # Routes the apps serve that are not part of the public API: Prometheus is scraped on the internal
@@ -100,10 +100,11 @@ def test_only_the_chosen_operations_work_without_a_token() -> None:
         if method in METHODS and operation.get("security", document["security"]) == []
     }
     assert public == UNAUTHENTICATED
-    # The gateway's bearer check lets exactly its documented public paths through (and /metrics).
+    # The gateway's route table makes exactly its documented public routes public (and /metrics).
     gateway_paths = {op.path for op in OPERATIONS if op.service == "gateway"}
-    gateway_public = {path for _, path in UNAUTHENTICATED if path in gateway_paths}
-    assert gateway_public | {"/metrics"} == PUBLIC_PATHS
+    gateway_public = {(method, path) for method, path in UNAUTHENTICATED if path in gateway_paths}
+    routes_public = {(r.method, r.path) for r in ROUTES if r.access is Access.PUBLIC}
+    assert gateway_public | {("GET", "/metrics")} == routes_public
 
 
 def test_every_operation_documents_its_errors_in_the_error_shape() -> None:

@@ -1,4 +1,5 @@
-"""Per-user rate limit (GCRA in Redis), shared by every gateway instance."""
+"""Per-user rate limit (a sliding-window log in Redis, gateway/admission.py), shared by every gateway
+instance."""
 
 from __future__ import annotations
 

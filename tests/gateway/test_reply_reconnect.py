@@ -10,7 +10,7 @@ import aiohttp
 from aiohttp.helpers import encode_basic_auth
 from helpers import KeyPair, auth_header, iter_sse, text_of, wait_for
 
-from gateway.state import STATE_KEY
+from gateway.appkeys import ROUTER
 from inference_worker.simulator import STATE_KEY as SIM_STATE
 from inference_worker.simulator import SimulatorConfig
 from inference_worker.simulator_text import expected_answer
@@ -41,7 +41,7 @@ async def test_a_stream_survives_the_gateway_losing_its_broker_connection(
     simulator.app[SIM_STATE].config = SimulatorConfig(ttft_ms=5, tokens_per_second=200, answer_tokens=800)
     instance = f"{namespace}-gw"
     gateway = await gateway_factory(INSTANCE_ID=instance, CHAT_DEADLINE_SECONDS="20")
-    reply_queue = gateway.app[STATE_KEY].router.address
+    reply_queue = gateway.app[ROUTER].address
     assert reply_queue.startswith(f"{namespace}.replies.{instance}.")
 
     async with aiohttp.ClientSession() as http:

@@ -19,7 +19,7 @@ from helpers import KeyPair, auth_header, read_sse, text_of, wait_for
 
 from broker.messages import Cancel, ChatRequest, TokenChunk, encoder
 from broker.topology import QueueLimits, Topology
-from gateway.relay import ReplyRouter
+from gateway.replies import ReplyRouter
 from inference_worker.simulator import STATE_KEY as SIM_STATE
 from inference_worker.simulator import SimulatorConfig
 from inference_worker.simulator_text import expected_answer
