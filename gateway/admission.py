@@ -108,23 +108,30 @@ class Admission:
     ) -> Verdict:
         """Check the token is still honoured (disabled user; token, login ``sid`` or user-wide
         revocation via ``generation``); spend ``cost`` from the limits (0: check only)."""
+        member = f"{jti}:{uuid.uuid4().hex[:12]}"
+        user_key = self._keys.rate_limit(user_id)
         user = await self._run(
-            [self._keys.rate_limit(user_id), *status_keys(self._keys, user_id, jti, sid)],
+            [user_key, *status_keys(self._keys, user_id, jti, sid)],
             self._user_limit,
             cost,
             "user",
-            jti,
+            member,
             generation,
         )
         if not user.allowed or cost == 0 or self._org_limit <= 0 or not org_id:
             return user
-        org = await self._run([self._keys.rate_limit_org(org_id)], self._org_limit, cost, "org", jti)
-        return org if not org.allowed else user
+        org = await self._run([self._keys.rate_limit_org(org_id)], self._org_limit, cost, "org", member)
+        if org.allowed:
+            return user
+        if self._user_limit > 0:
+            # Refused for the organization: the request was not served, so it spends nothing of
+            # the user's own limit (the two keys live in different slots: no single script).
+            await self._redis.zrem(user_key, member)
+        return org
 
     async def _run(
-        self, keys: list[str], limit: int, cost: int, scope: str, token_id: str, generation: int = 0
+        self, keys: list[str], limit: int, cost: int, scope: str, member: str, generation: int = 0
     ) -> Verdict:
-        member = f"{token_id}:{uuid.uuid4().hex[:12]}"
         status, remaining, retry_ms, reset_ms = await self._script(
             keys=keys, args=[limit, self._window_ms, cost, member, generation]
         )

@@ -14,15 +14,16 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 import aio_pika
 import pytest
 from aiohttp import web
+from aiohttp.helpers import encode_basic_auth
 from aiohttp.test_utils import TestClient, TestServer
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
-from helpers import KeyPair, simulator_url, start_client, start_server
+from helpers import KeyPair, RabbitManagement, simulator_url, start_client, start_server
 from rediscluster import LocalRedisCluster
 from s3server import MotoServer
 
@@ -35,6 +36,30 @@ from gateway.settings import GatewaySettings
 from inference_worker.settings import WorkerSettings
 from inference_worker.simulator import SimulatorConfig, create_simulator_app
 from inference_worker.worker import InferenceWorker
+
+# Fixture -> marker of the service it needs; ``redis_target`` is marked by its parameter below.
+# Marks follow the fixture closure, so a test using ``gateway`` is marked rabbitmq, redis and s3.
+SERVICE_MARKERS = {
+    "rabbitmq_url": ("rabbitmq",),
+    "single_redis_url": ("redis",),
+    "cluster_redis_url": ("redis", "cluster"),
+    "s3_url": ("s3",),
+    "haproxy_bin": ("haproxy",),
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test with the services it needs: ``pytest -m "not cluster"`` is the quick loop."""
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        marks = {mark for name, names in SERVICE_MARKERS.items() if name in fixtures for mark in names}
+        if "redis_target" in fixtures:
+            marks.add("redis")
+            callspec = getattr(item, "callspec", None)
+            if callspec is not None and callspec.params.get("redis_target") == "cluster":
+                marks.add("cluster")
+        for mark in sorted(marks):
+            item.add_marker(mark)
 
 
 def _reachable(url: str, default_port: int) -> bool:
@@ -59,6 +84,16 @@ def rabbitmq_url() -> Iterator[str]:
     with RabbitMqContainer("rabbitmq:3.13-management") as container:
         host, port = container.get_container_host_ip(), container.get_exposed_port(5672)
         yield f"amqp://guest:guest@{host}:{port}/"
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_management(rabbitmq_url: str) -> RabbitManagement:
+    """``RABBITMQ_MANAGEMENT_URL`` (default: port 15672 on the broker's host), as RABBITMQ_URL's user."""
+    parsed = urlparse(rabbitmq_url)
+    base = os.environ.get("RABBITMQ_MANAGEMENT_URL", f"http://{parsed.hostname or '127.0.0.1'}:15672")
+    login = encode_basic_auth(unquote(parsed.username or "guest"), unquote(parsed.password or "guest"))
+    vhost = unquote(parsed.path[1:]) or "/"
+    return RabbitManagement(f"{base.rstrip('/')}/api", {"Authorization": login}, vhost)
 
 
 @pytest.fixture(scope="session")

@@ -11,6 +11,7 @@ from aiohttp.test_utils import TestClient
 from redis.exceptions import RedisError
 
 from auth.app import close_redis, create_app
+from auth.cli import create_admin
 from auth.settings import AuthSettings
 from common.redis import RedisClient, create_redis
 
@@ -124,3 +125,21 @@ def login(client: AuthClient) -> Login:
         return data
 
     return go
+
+
+ADMIN_PASSWORD = "Admin pass phrase 1"
+
+
+@pytest.fixture
+async def admin_token(make_settings: Callable[..., AuthSettings], login: Login) -> str:
+    """An access token of a fresh admin, created the way operators do (``auth.cli create-admin``)."""
+    name = f"admin_{uuid.uuid4().hex[:8]}"
+    await create_admin(
+        make_settings(),
+        username=name,
+        email=f"{name}@company.com",
+        organization="HQ",
+        password=ADMIN_PASSWORD,
+    )
+    tokens = await login(name, ADMIN_PASSWORD)
+    return str(tokens["access_token"])

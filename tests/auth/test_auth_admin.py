@@ -28,20 +28,6 @@ def _bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-@pytest.fixture
-async def admin_token(make_settings: Any, login: Login) -> str:
-    name = f"admin_{uuid.uuid4().hex[:8]}"
-    await create_admin(
-        make_settings(),
-        username=name,
-        email=f"{name}@company.com",
-        organization="HQ",
-        password=ADMIN_PASSWORD,
-    )
-    tokens = await login(name, ADMIN_PASSWORD)
-    return str(tokens["access_token"])
-
-
 async def test_admin_endpoints_need_the_admin_role(client: Client, register: Register, login: Login) -> None:
     user = await register()
     token = (await login(user["username"], user["password"]))["access_token"]

@@ -11,7 +11,6 @@ import jwt
 import pytest
 from aiohttp.test_utils import TestClient
 
-from auth.cli import create_admin
 from auth.refresh import RefreshOutcome, RefreshTokenStore
 from common.keyspace import Keyspace
 from common.revocation import REVOCATION_MARGIN_SECONDS, TokenRevocation
@@ -172,17 +171,9 @@ async def test_guessing_the_current_password_is_throttled(
 
 
 async def test_admin_disable_revokes_everything_and_enable_revives_nothing(
-    client: Client, register: Register, login: Login, make_settings: Any
+    client: Client, register: Register, login: Login, admin_token: str
 ) -> None:
-    name = f"admin_{uuid.uuid4().hex[:8]}"
-    await create_admin(
-        make_settings(),
-        username=name,
-        email=f"{name}@company.com",
-        organization="HQ",
-        password="Admin pass phrase 1",
-    )
-    admin = (await login(name, "Admin pass phrase 1"))["access_token"]
+    admin = admin_token
     user = await register()
     tokens = await login(user["username"], user["password"])
     target = f"/admin/users/{user['user_id']}"

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Any
 
 import aio_pika
+import aiohttp
 import msgspec
+from aio_pika.abc import AbstractIncomingMessage
 from aio_pika.exceptions import DeliveryError
+from helpers import RabbitManagement, wait_for
 from structlog.testing import capture_logs
 
 from broker.contract import ASYNCAPI_PATH, DEFINITIONS_PATH, asyncapi, render
@@ -42,14 +44,39 @@ def test_readers_ignore_unknown_fields() -> None:
     assert reply.content == "x"
 
 
-async def test_topology_declares_idempotently_and_matches_definitions(amqp: Any, namespace: str) -> None:
-    topology = Topology(namespace, QueueLimits())
+async def _live_definitions(management: RabbitManagement, prefix: str) -> dict[str, list[dict[str, Any]]]:
+    """The broker's exchanges, queues and bindings of this ``prefix``, as its definitions export."""
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(f"{management.api}/definitions", headers=management.headers) as response,
+    ):
+        assert response.status == 200, await response.text()
+        exported = await response.json()
+
+    def ours(entry: dict[str, Any]) -> bool:
+        name = entry.get("source", entry.get("name", ""))
+        return bool(entry["vhost"] == management.vhost and name.startswith(f"{prefix}."))
+
+    kinds = ("exchanges", "queues", "bindings")
+    return {kind: _sorted([e for e in exported[kind] if ours(e)]) for kind in kinds}
+
+
+def _sorted(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return sorted(entries, key=lambda e: json.dumps(e, sort_keys=True))
+
+
+async def test_topology_declares_idempotently_and_matches_definitions(
+    amqp: Any, namespace: str, rabbitmq_management: RabbitManagement
+) -> None:
+    topology = Topology(namespace, QueueLimits(max_length=321, delivery_limit=4))
     channel = await amqp.channel()
     await topology.declare(channel)
     await topology.declare(channel)  # a second service starting: no PRECONDITION_FAILED
-    for queue in topology.definitions()["queues"]:
-        declared = await channel.declare_queue(queue["name"], passive=True)
-        assert declared.name == queue["name"]
+    expected = topology.definitions(vhost=rabbitmq_management.vhost)
+    live = await _live_definitions(rabbitmq_management, namespace)
+    # Whole objects: types, durability, every argument (limits, dead-lettering) and every binding.
+    for kind in ("exchanges", "queues", "bindings"):
+        assert live[kind] == _sorted(expected[kind]), kind
 
 
 async def test_changed_queue_limits_keep_the_live_queue_instead_of_failing(amqp: Any, namespace: str) -> None:
@@ -83,13 +110,11 @@ async def test_invalid_request_is_dead_lettered_not_retried(worker: Any, amqp: A
         aio_pika.Message(b'{"type": "chat.request", "garbage": true}', reply_to="nowhere"), routing_key="chat"
     )
     dead = await channel.declare_queue(topology.dead_letter_queue, passive=True)
-    message = None
-    for _ in range(100):
-        message = await dead.get(fail=False, no_ack=True)
-        if message is not None:
-            break
-        await asyncio.sleep(0.05)
-    assert message is not None, "the invalid message should reach the dead-letter queue"
+
+    async def dead_lettered() -> AbstractIncomingMessage | None:
+        return await dead.get(fail=False, no_ack=True)
+
+    message = await wait_for(dead_lettered, timeout=5, what="the invalid message dead-lettered")
     assert b"garbage" in message.body
     assert worker.metrics.registry.get_sample_value("worker_rejected_messages_total") == 1
 

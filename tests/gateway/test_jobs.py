@@ -16,16 +16,14 @@ from inference_worker.simulator_text import expected_answer
 
 
 async def _wait_status(gateway: Any, token: str, job_id: str, status: str) -> dict[str, Any]:
-    result: dict[str, Any] = {}
+    """The job's body once its status is ``status``."""
 
-    async def reached() -> bool:
-        nonlocal result
+    async def reached() -> dict[str, Any] | None:
         response = await gateway.get(f"/jobs/{job_id}", headers=auth_header(token))
-        result = await response.json()
-        return bool(result.get("status") == status)
+        result: dict[str, Any] = await response.json()
+        return result if result.get("status") == status else None
 
-    await wait_for(reached)
-    return result
+    return await wait_for(reached, what=f"job {status}")
 
 
 async def test_http_job_completes_and_is_readable(gateway: Any, worker: Any, keys: KeyPair) -> None:

@@ -176,18 +176,23 @@ class PrometheusServer:
         raise AssertionError(f"prometheus did not start; log:\n{self.log()}")
 
     async def _ready(self, session: aiohttp.ClientSession, timeout: float) -> bool:
-        assert self._process is not None
-        loop = asyncio.get_running_loop()
-        end = loop.time() + timeout
-        while loop.time() < end:
-            if self._process.returncode is not None:
-                return False
+        """True once Prometheus answers ready; False if it exits (the port was taken) or never does."""
+        process = self._process
+        assert process is not None
+
+        async def answered() -> str | None:
+            if process.returncode is not None:
+                return "exited"
             with contextlib.suppress(aiohttp.ClientError, OSError):
                 async with session.get(f"{self.url}/-/ready") as response:
                     if response.status == 200:
-                        return True
-            await asyncio.sleep(0.2)
-        return False
+                        return "ready"
+            return None
+
+        try:
+            return await wait_for(answered, timeout, 0.2, what="prometheus ready") == "ready"
+        except AssertionError:
+            return False
 
     async def stop(self) -> None:
         process, self._process = self._process, None

@@ -10,10 +10,11 @@ import copy
 import itertools
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 import pytest
+from helpers import wait_for
 from monitoring_support import (
     MONITORING,
     RULES_DIR,
@@ -23,6 +24,8 @@ from monitoring_support import (
     finite_values,
     load_yaml,
 )
+
+T = TypeVar("T")
 
 # The seed writes `histogram_quantile(0.95, chat_request_duration_seconds)`, which is not valid
 # PromQL: histogram_quantile needs the per-bucket rate of the histogram's _bucket series.
@@ -50,17 +53,9 @@ def _config_for(system: System) -> dict[str, Any]:
     return config
 
 
-async def _eventually(what: str, check: Callable[[], Awaitable[Any]], server: PrometheusServer) -> Any:
+async def _eventually(what: str, check: Callable[[], Awaitable[T]], server: PrometheusServer) -> T:
     """Poll ``check`` until it returns something truthy, within DEADLINE."""
-    loop = asyncio.get_running_loop()
-    end = loop.time() + DEADLINE
-    last: Any = None
-    while loop.time() < end:
-        last = await check()
-        if last:
-            return last
-        await asyncio.sleep(0.5)
-    raise AssertionError(f"{what}: nothing within {DEADLINE}s (last: {last!r}); log:\n{server.log()}")
+    return await wait_for(check, DEADLINE, 0.5, what=what, details=lambda: f"log:\n{server.log()}")
 
 
 async def _keep_chatting(system: System) -> None:
