@@ -15,7 +15,7 @@ run: $(STAMP) services
 help:
 	@echo "make run     - run the whole system locally (see README)"
 	@echo "make test    - install what is needed, then ruff, mypy and the test suite"
-	@echo "make bench   - load test: streamed chats through the pipeline vs. the simulator directly"
+	@echo "make bench   - load test: the pipeline vs. the simulator directly; ARGS=\"--help\" for the modes"
 	@echo "make fuzz    - property-based API test (schemathesis) against the real services, 10 min"
 	@echo "make lint    - ruff only"
 	@echo "make deploy  - production topology with Docker Compose (./deploy_enterprise.sh; also: make up)"
@@ -44,7 +44,10 @@ pytest: $(STAMP) services test-tools
 
 test: lint typecheck pytest
 
+# make bench ARGS="..." (README, Benchmarks): --via-haproxy needs haproxy, --profile needs py-spy.
 bench: $(STAMP) services
+	@bash scripts/ensure-services.sh haproxy
+	$(if $(findstring --profile,$(ARGS)),@test -x $(VENV)/bin/py-spy || $(PY) -m pip install --quiet py-spy)
 	$(PY) -m bench $(ARGS)
 
 contract: $(STAMP)

@@ -14,7 +14,6 @@ import contextlib
 import functools
 import time
 
-import aio_pika
 import msgspec
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobustConnection
@@ -23,7 +22,8 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt,
 from archiver.metrics import ArchiverMetrics
 from archiver.settings import ArchiverSettings
 from archiver.sweeper import IdleSweeper
-from broker.messages import HEADER_REQUEST_ID, HEADER_TRACE_ID, SessionEvent, event_decoder
+from broker.envelope import envelope, publish
+from broker.messages import SessionEvent, event_decoder
 from common.amqp import connect, ready_messages, topology_for
 from common.archive import (
     ArchiveCorrupt,
@@ -68,7 +68,10 @@ class Archiver(Service):
         is false). Each resource registers its shutdown step as it opens (see :meth:`close`)."""
         s, teardown = self.settings, self.teardown
         self._redis = redis = await open_redis(
-            s.common.redis_url, cluster=s.common.redis_cluster, max_connections=s.common.redis_max_connections
+            s.common.redis_url,
+            cluster=s.common.redis_cluster,
+            max_connections=s.common.redis_max_connections,
+            client_name=s.common.service_name,
         )
         teardown.push("redis_close", 5, redis.aclose)
         self._sessions = SessionStore(redis, self.keys)
@@ -117,7 +120,9 @@ class Archiver(Service):
 
     async def ready(self) -> bool:
         """True when the broker connection is open and Redis answers."""
-        return await broker_and_redis_ready(self._connection, self._redis)
+        return await broker_and_redis_ready(
+            self._connection, self._redis, [self._channel] if self._channel is not None else []
+        )
 
     @property
     def busy(self) -> int:
@@ -181,20 +186,18 @@ class Archiver(Service):
         attempts = (previous if isinstance(previous, int) else 0) + 1
         delay = min(self.settings.retry_delay * (2 ** min(attempts - 1, 16)), self.settings.retry_delay_max)
         try:
-            await self._channel.default_exchange.publish(
-                aio_pika.Message(
-                    message.body,
-                    content_type="application/json",
-                    type=event.event,
-                    headers={
-                        ATTEMPTS_HEADER: attempts,
-                        HEADER_REQUEST_ID: event.request_id,
-                        HEADER_TRACE_ID: event.trace_id,
-                    },
-                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                    expiration=delay,
-                ),
-                routing_key=self.topology.archiver_retry_queue,
+            retry = envelope(
+                message.body,
+                type=event.event,
+                persistent=True,
+                request_id=event.request_id,
+                trace_id=event.trace_id,
+                expiration=delay,
+                headers={ATTEMPTS_HEADER: attempts},
+            )
+            # mandatory: a missing retry queue fails the publish, so the event is not acked and lost.
+            await publish(
+                self._channel.default_exchange, self.topology.archiver_retry_queue, retry, mandatory=True
             )
         except Exception:
             log.exception("archive_defer_failed")

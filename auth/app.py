@@ -64,7 +64,10 @@ async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     common = settings.common
     redis = await open_redis(
-        common.redis_url, cluster=common.redis_cluster, max_connections=common.redis_max_connections
+        common.redis_url,
+        cluster=common.redis_cluster,
+        max_connections=common.redis_max_connections,
+        client_name=common.service_name,
     )
     keys = app[KEYS]
     # A login's revocation must outlive the newest access token issued under it.

@@ -59,6 +59,9 @@ if (tonumber(redis.call('HGET', KEYS[1], 'gen') or '0') or 0) < generation then
   redis.call('SREM', KEYS[2], ARGV[3])
   return {0, 0}
 end
+if current == ARGV[2] and redis.call('HEXISTS', KEYS[1], 'used:' .. ARGV[1]) == 1 then
+  return {1, generation}  -- this very rotation, repeated after a connection error (common/redis.py)
+end
 if current == ARGV[1] then
   redis.call('HSET', KEYS[1], 'cur', ARGV[2], 'used:' .. ARGV[1], '1')
   redis.call('PEXPIRE', KEYS[1], ARGV[4])

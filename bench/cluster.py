@@ -51,6 +51,7 @@ class ClusterConfig:
     tokens_per_second: float = 0.0
     answer_tokens: int = 24
     simulator_max_queue: int = 4096
+    chat_deadline_seconds: float = 60.0
     log_level: str = "warning"
 
     @property
@@ -137,7 +138,7 @@ class Cluster:
                 GATEWAY_HOST="127.0.0.1",
                 GATEWAY_PORT=str(port),
                 INSTANCE_ID=f"bench-gateway-{i}",
-                CHAT_DEADLINE_SECONDS="60",
+                CHAT_DEADLINE_SECONDS=f"{c.chat_deadline_seconds:g}",
             )
             await self._spawn("gateway", f"gateway-{i}", ["gateway"], env, f"http://127.0.0.1:{port}/ready")
             self.gateway_urls.append(f"http://127.0.0.1:{port}")
@@ -166,11 +167,12 @@ class Cluster:
         front = [p for p in self._procs if p.role != "simulator"]
         back = [p for p in self._procs if p.role == "simulator"]
         for group in (front, back):
-            await asyncio.gather(*(_terminate(p.process) for p in group))
+            await asyncio.gather(*(terminate(p.process) for p in group))
         self._procs.clear()
 
 
-async def _terminate(process: asyncio.subprocess.Process) -> None:
+async def terminate(process: asyncio.subprocess.Process) -> None:
+    """SIGTERM, then SIGKILL after ``STOP_GRACE`` seconds."""
     if process.returncode is not None:
         return
     with contextlib.suppress(ProcessLookupError):

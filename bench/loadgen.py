@@ -1,6 +1,11 @@
-"""The load generator: N loops, each running streamed chats back to back for a fixed time.
+"""The load generator: closed loops, an open-loop arrival rate, or a hold of N open streams.
 
-One ``ClientSession`` (unlimited, keep-alive connector) serves every loop. A target says how to
+- ``run_phase``: N loops, each running streamed chats back to back for a fixed time (saturation).
+- ``run_open_phase``: chats start at a fixed rate whatever the answers take (latency at a given
+  load, free of coordinated omission).
+- ``run_hold``: N streams opened over a ramp, each one chat, held until they end (memory, limits).
+
+One ``ClientSession`` (unlimited, keep-alive connector) serves every chat. A target says how to
 build a request and how to read its stream: the gateway answers Server-Sent Events, the simulator
 Ollama's NDJSON. Time-to-first-token is taken when the first token arrives, the full time when
 the final event does. Chats that start during the warm-up are run but not counted.
@@ -18,16 +23,10 @@ from typing import Protocol
 import aiohttp
 import msgspec
 
+from bench.parsers import NdjsonParser, SseParser, StreamParser
+
 _encoder = msgspec.json.Encoder()
 ERROR_BACKOFF = 0.05  # after a failed chat, so a dead target does not turn a loop into a busy spin
-
-
-class StreamParser(Protocol):
-    tokens: int
-    done: bool
-    error: str | None
-
-    def feed(self, data: bytes) -> None: ...
 
 
 class Target(Protocol):
@@ -38,90 +37,6 @@ class Target(Protocol):
         ...
 
     def parser(self) -> StreamParser: ...
-
-
-class _SseError(msgspec.Struct):
-    error: str = "unknown"
-
-
-_sse_error_decoder = msgspec.json.Decoder(_SseError)
-
-
-class _DelimitedParser:
-    """Splits a byte stream into records at ``separator`` and counts tokens, done and errors."""
-
-    separator = b"\n"
-
-    def __init__(self) -> None:
-        self._buffer = b""
-        self.tokens = 0
-        self.done = False
-        self.error: str | None = None
-
-    def feed(self, data: bytes) -> None:
-        buffer = self._buffer + data if self._buffer else data
-        start, step = 0, len(self.separator)
-        while (end := buffer.find(self.separator, start)) >= 0:
-            if end > start:
-                self._record(buffer[start:end])
-            start = end + step
-        self._buffer = buffer[start:]
-
-    def _record(self, raw: bytes) -> None:
-        raise NotImplementedError
-
-
-class SseParser(_DelimitedParser):
-    """Incremental SSE reader counting ``token`` events until ``done`` or ``error``."""
-
-    separator = b"\n\n"
-
-    def _record(self, block: bytes) -> None:
-        event, data = b"message", b""
-        for line in block.split(b"\n"):
-            if line.startswith(b"event:"):
-                event = line[6:].strip()
-            elif line.startswith(b"data:"):
-                data = line[5:].strip()
-        if event == b"token":
-            self.tokens += 1
-        elif event == b"done":
-            self.done = True
-        elif event == b"error":
-            try:
-                self.error = "event_" + _sse_error_decoder.decode(data).error
-            except msgspec.DecodeError:
-                self.error = "event_error_undecodable"
-
-
-class _NdMessage(msgspec.Struct):
-    content: str = ""
-
-
-class _NdLine(msgspec.Struct):
-    message: _NdMessage | None = None
-    done: bool = False
-    error: str | None = None
-
-
-_nd_decoder = msgspec.json.Decoder(_NdLine)
-
-
-class NdjsonParser(_DelimitedParser):
-    """Incremental reader of Ollama's ``/api/chat`` stream (one JSON object per line)."""
-
-    def _record(self, raw: bytes) -> None:
-        try:
-            line = _nd_decoder.decode(raw)
-        except msgspec.DecodeError:
-            self.error = "ndjson_undecodable"
-            return
-        if line.error is not None:
-            self.error = "ollama_error"
-        elif line.done:
-            self.done = True
-        elif line.message is not None and line.message.content:
-            self.tokens += 1
 
 
 _PROMPTS = (
@@ -184,6 +99,21 @@ class SimulatorTarget:
 
 
 @dataclass(slots=True)
+class StreamGauge:
+    """Streams open right now (answer headers received, stream not ended) and the most at once."""
+
+    open: int = 0
+    peak: int = 0
+
+    def opened(self) -> None:
+        self.open += 1
+        self.peak = max(self.peak, self.open)
+
+    def closed(self) -> None:
+        self.open -= 1
+
+
+@dataclass(slots=True)
 class PhaseResult:
     """Counted chats of one phase; times in seconds."""
 
@@ -195,10 +125,28 @@ class PhaseResult:
     errors: Counter[str] = field(default_factory=Counter)
     warmup_chats: int = 0
     token_events: int = 0  # SSE token events / NDJSON content lines of the counted chats
+    offered_rate: float | None = None  # open loop: chats started per second
+    peak_open_streams: int | None = None  # hold: the most streams open at once
 
     @property
     def ok(self) -> int:
         return len(self.full)
+
+    @property
+    def chats_total(self) -> int:
+        """Every chat the phase ran, warm-up included: what its CPU and broker traffic served."""
+        return self.warmup_chats + self.ok + sum(self.errors.values())
+
+    def count(self, outcome: _Outcome, *, measured: bool) -> None:
+        if not measured:
+            self.warmup_chats += 1
+        elif outcome.error is not None:
+            self.errors[outcome.error] += 1
+        else:
+            assert outcome.ttft is not None and outcome.full is not None
+            self.ttft.append(outcome.ttft)
+            self.full.append(outcome.full)
+            self.token_events += outcome.tokens
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,7 +158,12 @@ class _Outcome:
 
 
 async def chat_once(
-    session: aiohttp.ClientSession, target: Target, loop: int, n: int, timeout: aiohttp.ClientTimeout
+    session: aiohttp.ClientSession,
+    target: Target,
+    loop: int,
+    n: int,
+    timeout: aiohttp.ClientTimeout,
+    gauge: StreamGauge | None = None,
 ) -> _Outcome:
     """One streamed chat; every failure becomes an error kind, never an exception."""
     url, headers, body = target.request(loop, n)
@@ -218,11 +171,15 @@ async def chat_once(
     started = time.perf_counter()
     ttft: float | None = None
     full: float | None = None
+    streaming = False
     try:
         async with session.post(url, data=body, headers=headers, timeout=timeout) as response:
             if response.status != 200:
                 await response.read()
                 return _Outcome(error=f"http_{response.status}")
+            if gauge is not None:
+                gauge.opened()
+                streaming = True
             async for data in response.content.iter_any():
                 if full is not None:
                     continue  # drain to EOF so the connection goes back to the pool
@@ -237,6 +194,9 @@ async def chat_once(
         return _Outcome(error="timeout")
     except aiohttp.ClientError as exc:
         return _Outcome(error=f"client_{type(exc).__name__}")
+    finally:
+        if streaming and gauge is not None:
+            gauge.closed()
     if full is None:
         return _Outcome(error="stream_ended_early")
     if ttft is None:
@@ -264,21 +224,83 @@ async def run_phase(
         while (started := time.perf_counter()) < stop_at:
             outcome = await chat_once(session, target, index, n, timeout)
             n += 1
-            if started < measure_from:
-                result.warmup_chats += 1
-            elif outcome.error is not None:
-                result.errors[outcome.error] += 1
-            else:
-                assert outcome.ttft is not None and outcome.full is not None
-                result.ttft.append(outcome.ttft)
-                result.full.append(outcome.full)
-                result.token_events += outcome.tokens
+            result.count(outcome, measured=started >= measure_from)
             if outcome.error is not None:
                 await asyncio.sleep(ERROR_BACKOFF)
 
     async with asyncio.TaskGroup() as group:
         for index in range(concurrency):
             group.create_task(chat_loop(index))
+    return result
+
+
+async def run_open_phase(
+    session: aiohttp.ClientSession,
+    target: Target,
+    *,
+    rate: float,
+    duration: float,
+    warmup: float,
+    request_timeout: float,
+    sessions: int,
+    name: str | None = None,
+) -> PhaseResult:
+    """Start a chat every ``1/rate`` seconds for ``warmup + duration`` seconds, whatever the
+    answers take; count those started after the warm-up. Chat ``i`` is turn ``i // sessions`` of
+    conversation ``i % sessions``."""
+    if rate <= 0:
+        raise ValueError("rate must be > 0")
+    result = PhaseResult(name or target.name, sessions, duration, offered_rate=rate)
+    timeout = aiohttp.ClientTimeout(total=request_timeout)
+    start = time.perf_counter()
+    measure_from = start + warmup
+    total = int((warmup + duration) * rate)
+
+    async def one(i: int) -> None:
+        started = time.perf_counter()
+        outcome = await chat_once(session, target, i % sessions, i // sessions, timeout)
+        result.count(outcome, measured=started >= measure_from)
+
+    async with asyncio.TaskGroup() as group:
+        for i in range(total):
+            delay = start + i / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            group.create_task(one(i))
+    return result
+
+
+async def run_hold(
+    session: aiohttp.ClientSession,
+    target: Target,
+    *,
+    streams: int,
+    ramp: float,
+    request_timeout: float,
+    gauge: StreamGauge,
+    name: str = "hold",
+) -> PhaseResult:
+    """Open ``streams`` chats evenly over ``ramp`` seconds and wait until every one has ended.
+
+    Each is a single chat (its length is the simulator's pace times the answer); ``gauge`` counts
+    the open streams, and the result records the most that were open at once.
+    """
+    result = PhaseResult(name, streams, 0.0)
+    timeout = aiohttp.ClientTimeout(total=request_timeout)
+    start = time.perf_counter()
+
+    async def one(i: int) -> None:
+        outcome = await chat_once(session, target, i, 0, timeout, gauge)
+        result.count(outcome, measured=True)
+
+    async with asyncio.TaskGroup() as group:
+        for i in range(streams):
+            delay = start + ramp * i / streams - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            group.create_task(one(i))
+    result.duration = time.perf_counter() - start
+    result.peak_open_streams = gauge.peak
     return result
 
 

@@ -19,6 +19,7 @@ from broker.messages import (
     ChatDone,
     ChatError,
     ChatRequest,
+    ReplyBatch,
     SessionEvent,
     TokenChunk,
 )
@@ -35,12 +36,19 @@ ASYNCAPI_PATH = HERE / "asyncapi.json"
 DEFINITIONS_PATH = HERE / "definitions.json"
 
 
-def _message(struct: type[msgspec.Struct], summary: str) -> dict[str, Any]:
-    return {
+def _message(struct: type[msgspec.Struct], summary: str, *, one_request: bool = True) -> dict[str, Any]:
+    """A message of the document; ``one_request`` False: it carries no request's id of its own
+    (a batch: its frames do), so neither a correlation id nor the tracing headers."""
+    message: dict[str, Any] = {
         "name": struct.__name__,
         "title": struct.__name__,
         "summary": summary,
         "contentType": "application/json",
+        "payload": {"$ref": f"#/components/schemas/{struct.__name__}"},
+    }
+    if not one_request:
+        return message
+    return message | {
         "correlationId": {"location": "$message.header#/correlation_id"},
         "headers": {
             "type": "object",
@@ -58,7 +66,6 @@ def _message(struct: type[msgspec.Struct], summary: str) -> dict[str, Any]:
                 "traceparent": {"type": "string", "description": "W3C trace context, when present"},
             },
         },
-        "payload": {"$ref": f"#/components/schemas/{struct.__name__}"},
     }
 
 
@@ -87,16 +94,23 @@ def asyncapi(topology: Topology | None = None) -> dict[str, Any]:
                     f"'{t.requests_queue}' (x-max-length, overflow reject-publish: a nack means "
                     f"'queue full'; dead-lettered to '{t.dead_letter_exchange}'). Set reply_to to "
                     "your exclusive reply queue, correlation_id to request_id, expiration to the "
-                    "deadline. Publish with confirms."
+                    "deadline. Publish with confirms. reply_mode chooses how replies arrive: "
+                    "'message' (default) one per message, 'batch' in ReplyBatch messages."
                 ),
                 "publish": {"message": _message(ChatRequest, "Ask for a chat generation")},
             },
             "<reply_to>": {
                 "description": (
                     "The requester's own exclusive queue, published to via the default exchange. "
-                    "Replies carry correlation_id = request_id and a 'type' field: token* then "
-                    "exactly one done or error. A new 'generation' value means the request was "
-                    "redelivered and restarted."
+                    "Each request's replies, by their 'type' field: token* then exactly one done or "
+                    "error; seq counts a generation's tokens from 0. A new 'generation' value means "
+                    "the request was redelivered and restarted. With reply_mode 'message' (the "
+                    "default) every reply is one message, AMQP type = its 'type', correlation_id = "
+                    "request_id. With reply_mode 'batch' they arrive as ReplyBatch messages (AMQP "
+                    "type 'batch', no correlation_id): each frame is one of the replies above, "
+                    "frames of one request in order within and across batches, and one batch may "
+                    "hold frames of other requests to the same queue: route and check every frame "
+                    "by its own request_id and user_id."
                 ),
                 "subscribe": {
                     "message": {
@@ -104,6 +118,11 @@ def asyncapi(topology: Topology | None = None) -> dict[str, Any]:
                             _message(TokenChunk, "A coalesced run of generated text"),
                             _message(ChatDone, "The answer is complete, with usage"),
                             _message(ChatError, "The generation failed"),
+                            _message(
+                                ReplyBatch,
+                                "Replies of one or more requests (reply_mode 'batch')",
+                                one_request=False,
+                            ),
                         ]
                     }
                 },

@@ -2,22 +2,39 @@
 
 from __future__ import annotations
 
-import aio_pika
+import time
+from typing import Literal
+
 from aio_pika.abc import AbstractExchange
 
-from broker.messages import HEADER_REQUEST_ID, HEADER_TRACE_ID, SessionEvent, encoder
+from broker.envelope import envelope, publish
+from broker.messages import ChatRequest, SessionEvent, encoder
+
+
+def session_event(
+    request: ChatRequest, kind: Literal["session.updated", "session.spilled"], version: int
+) -> SessionEvent:
+    """What a worker announces after recording ``request``'s turns (version: the session's, now)."""
+    assert request.session_id
+    return SessionEvent(
+        event=kind,
+        request_id=request.request_id,
+        user_id=request.user_id,
+        org_id=request.org_id,
+        session_id=request.session_id,
+        version=version,
+        at=time.time(),
+        trace_id=request.trace_id,
+    )
 
 
 async def publish_session_event(exchange: AbstractExchange, event: SessionEvent) -> None:
     """Persistent; on a channel with publisher confirms this returns once the broker has it."""
-    await exchange.publish(
-        aio_pika.Message(
-            encoder.encode(event),
-            content_type="application/json",
-            type=event.event,
-            headers={HEADER_REQUEST_ID: event.request_id, HEADER_TRACE_ID: event.trace_id},
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-        ),
-        routing_key=event.event,
-        mandatory=False,
+    message = envelope(
+        encoder.encode(event),
+        type=event.event,
+        persistent=True,
+        request_id=event.request_id,
+        trace_id=event.trace_id,
     )
+    await publish(exchange, event.event, message)

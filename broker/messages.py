@@ -6,6 +6,14 @@ gateway generates it (128 random bits) and never takes it from a client. A clien
 ``X-Request-ID`` travels as ``trace_id`` only: logged and propagated, never used to route or own.
 Readers ignore unknown fields, so adding a field is a compatible change; removing or retyping
 one bumps ``SCHEMA_VERSION``. Replies are a tagged union on the ``type`` field.
+
+Replies reach a reply queue in one of two forms, chosen by the requester (``ChatRequest.reply_mode``):
+``"message"`` (the default, for integrators publishing straight to the queue): one broker message per
+reply, ``correlation_id`` = request id; ``"batch"`` (what the gateway asks for): a worker gathers the
+replies bound for one reply queue from all its running generations into a :class:`ReplyBatch` per
+flush tick, so reply-path messages scale with workers x gateways, not with streams. A batch is the
+one message without a ``request_id`` of its own: each frame in it is a whole reply, with its own
+``request_id`` and ``user_id``, and readers check those per frame.
 """
 
 from __future__ import annotations
@@ -22,6 +30,10 @@ TOKEN = "token"
 DONE = "done"
 ERROR = "error"
 CANCEL = "cancel"
+BATCH = "batch"
+
+# How a requester wants its replies (``ChatRequest.reply_mode``): one message each, or in batches.
+ReplyMode = Literal["message", "batch"]
 
 # Headers carried on every message so a request can be followed across hops.
 HEADER_REQUEST_ID = "x-request-id"  # the server-generated request id (routing identity)
@@ -74,6 +86,14 @@ class ChatRequest(msgspec.Struct, kw_only=True, tag=CHAT_REQUEST, tag_field="typ
     options: GenerationOptions | None = None
     job_id: str | None = None
     trace_id: str = ""
+    reply_mode: Annotated[
+        ReplyMode,
+        msgspec.Meta(
+            description="'message' (default): one reply per broker message, correlation_id = request_id; "
+            "'batch': replies arrive in ReplyBatch messages shared with other requests to the same "
+            "reply queue (check each frame's request_id and user_id)"
+        ),
+    ] = "message"
 
     @property
     def user_turn(self) -> str:
@@ -149,6 +169,23 @@ class ChatError(msgspec.Struct, kw_only=True, tag=ERROR, tag_field="type"):
 Reply = TokenChunk | ChatDone | ChatError
 
 
+class ReplyBatch(msgspec.Struct, kw_only=True, tag=BATCH, tag_field="type"):
+    """Replies of one or more requests bound for one reply queue, in publication order.
+
+    Only requests that asked for ``reply_mode = "batch"`` get their replies this way. The frames of
+    one request keep their order (within a batch and across batches); a request's frames may be
+    spread over several batches, and one batch may hold frames of many requests and users, so a
+    reader routes and checks every frame by its own ``request_id`` and ``user_id``.
+    """
+
+    schema_version: int = SCHEMA_VERSION
+    frames: list[TokenChunk | ChatDone | ChatError]
+
+
+# What a reply queue receives: a single reply (reply_mode "message") or a batch of them.
+ReplyMessage = TokenChunk | ChatDone | ChatError | ReplyBatch
+
+
 class Cancel(msgspec.Struct, kw_only=True, tag=CANCEL, tag_field="type"):
     """Stop a generation; broadcast on the cancel fanout exchange to every worker."""
 
@@ -180,7 +217,7 @@ class SessionEvent(msgspec.Struct, kw_only=True, tag="session.event", tag_field=
 
 encoder = msgspec.json.Encoder()
 request_decoder = msgspec.json.Decoder(ChatRequest)
-reply_decoder = msgspec.json.Decoder(Reply)
+reply_decoder = msgspec.json.Decoder(ReplyMessage)
 cancel_decoder = msgspec.json.Decoder(Cancel)
 event_decoder = msgspec.json.Decoder(SessionEvent)
 
@@ -190,6 +227,7 @@ ALL_MESSAGES: tuple[type[msgspec.Struct], ...] = (
     TokenChunk,
     ChatDone,
     ChatError,
+    ReplyBatch,
     Cancel,
     SessionEvent,
 )

@@ -3,6 +3,13 @@
 One object per session, ``<org>/<user>/<yyyy>/<mm>/<dd>/<session_id>.json.gz`` (date of the
 session's creation, UTC), holding every turn with timestamps, model and usage. Writes merge with an
 existing object, so archiving a session again (the user came back) only ever adds turns.
+
+The bucket indexes itself: beside each object, ``@index/<user>/<session_id>.json`` holds the
+session's pointer (its object key, title, counts and times; a deterministic key, since the date in
+the object key is not). Redis keeps the same pointers for the everyday reads; when Redis has lost
+them (restored from an older backup, or empty after a restore of the bucket alone), a session is
+found by its id and a user's sessions by listing the index. ``@`` is escaped in every org and user
+segment of an object key, so no object can land under the index prefix.
 """
 
 from __future__ import annotations
@@ -15,14 +22,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Self
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 import aioboto3
 import msgspec
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from common.sessions import Turn
+from common.sessions import ArchivePointer, Turn
 from common.settings import Env
 
 ARCHIVE_SCHEMA_VERSION = 1
@@ -78,6 +85,41 @@ def object_key(org_id: str, user_id: str, session_id: str, created_at: float) ->
     return f"{org}/{quote(user_id, safe='')}/{day:%Y/%m/%d}/{session_id}.json.gz"
 
 
+INDEX_PREFIX = "@index/"
+_OBJECT_SUFFIX = ".json.gz"
+
+
+def index_key(user_id: str, session_id: str) -> str:
+    """Where the pointer to a session's object lives: derived from the ids alone."""
+    return f"{_index_prefix(user_id)}{quote(session_id, safe='')}.json"
+
+
+def _index_prefix(user_id: str) -> str:
+    return f"{INDEX_PREFIX}{quote(user_id, safe='')}/"
+
+
+def _session_of(key: str) -> tuple[str, str] | None:
+    """(user id, session id) of the object at ``key`` (None for a key not made by :func:`object_key`)."""
+    parts = key.split("/", 5)
+    if len(parts) != 6 or not parts[5].endswith(_OBJECT_SUFFIX):
+        return None
+    return unquote(parts[1]), parts[5].removesuffix(_OBJECT_SUFFIX)
+
+
+def pointer_of(key: str, document: ArchivedSession) -> ArchivePointer:
+    """The pointer to ``document`` stored at ``key`` (as Redis and the index keep it)."""
+    return ArchivePointer(
+        key=key,
+        org_id=document.org_id,
+        title=document.title,
+        turns=len(document.turns),
+        created_at=document.created_at,
+        last_activity=document.last_activity,
+        archived_at=document.archived_at,
+        version=document.version,
+    )
+
+
 def merge_turns(existing: list[Turn], new: list[Turn]) -> list[Turn]:
     """Union of two turn lists, each turn once, in time order."""
 
@@ -92,6 +134,7 @@ def merge_turns(existing: list[Turn], new: list[Turn]) -> list[Turn]:
 
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(ArchivedSession)
+_pointer_decoder = msgspec.json.Decoder(ArchivePointer)
 _ERRORS = (BotoCoreError, ClientError, OSError, TimeoutError)
 
 
@@ -168,8 +211,9 @@ class ArchiveStore:
             raise ArchiveCorrupt(f"{key} is not a readable archive: {exc}") from exc
 
     async def put_verified(self, key: str, document: ArchivedSession) -> int:
-        """Write, then read the object's metadata back and compare size and checksum; returns the
-        object's size in bytes."""
+        """Write, then read the object's metadata back and compare size and checksum, then index
+        it (so the index never names an object that is not there); returns the object's size in
+        bytes."""
         body = gzip.compress(_encoder.encode(document), mtime=0)
         digest = hashlib.sha256(body).hexdigest()
         try:
@@ -190,10 +234,67 @@ class ArchiveStore:
             raise ArchiveUnavailable(f"cannot write {key}: {exc}") from exc
         if head.get("ContentLength") != len(body) or head.get("Metadata", {}).get("sha256") != digest:
             raise ArchiveCorrupt(f"{key} did not read back as written")
+        entry = index_key(document.user_id, document.session_id)
+        try:
+            await self._client.put_object(
+                Bucket=self.bucket,
+                Key=entry,
+                Body=_encoder.encode(pointer_of(key, document)),
+                ContentType="application/json",
+            )
+        except _ERRORS as exc:
+            raise ArchiveUnavailable(f"cannot write {entry}: {exc}") from exc
         return len(body)
 
+    async def find(self, user_id: str, session_id: str) -> ArchivePointer | None:
+        """The session's pointer from the bucket's own index (None when it was never archived)."""
+        entry = index_key(user_id, session_id)
+        try:
+            response = await self._client.get_object(Bucket=self.bucket, Key=entry)
+            async with response["Body"] as stream:
+                body = await stream.read()
+        except ClientError as exc:
+            if _status(exc) in {"NoSuchKey", "404", "NoSuchBucket"}:
+                return None
+            raise ArchiveUnavailable(f"cannot read {entry}: {exc}") from exc
+        except _ERRORS as exc:
+            raise ArchiveUnavailable(f"S3 unreachable: {exc}") from exc
+        try:
+            return _pointer_decoder.decode(body)
+        except msgspec.DecodeError as exc:
+            raise ArchiveCorrupt(f"{entry} is not a readable index entry: {exc}") from exc
+
+    async def indexed(self, user_id: str, limit: int = 1000) -> list[str]:
+        """Ids of the user's archived sessions, from the index (at most ``limit``: one listing)."""
+        prefix = _index_prefix(user_id)
+        try:
+            listing = await self._client.list_objects_v2(Bucket=self.bucket, Prefix=prefix, MaxKeys=limit)
+        except ClientError as exc:
+            if _status(exc) == "NoSuchBucket":
+                return []
+            raise ArchiveUnavailable(f"cannot list {prefix}: {exc}") from exc
+        except _ERRORS as exc:
+            raise ArchiveUnavailable(f"S3 unreachable: {exc}") from exc
+        names = (str(entry["Key"])[len(prefix) :] for entry in listing.get("Contents", []))
+        return [unquote(name.removesuffix(".json")) for name in names if name.endswith(".json")]
+
     async def delete(self, key: str) -> None:
-        """Remove an object (S3 deletes are idempotent: a missing key is fine)."""
+        """Remove a session's object, then its index entry when that names this object (S3
+        deletes are idempotent: a missing key is fine)."""
+        await self._delete(key)
+        session = _session_of(key)
+        if session is None:
+            return
+        try:
+            pointer = await self.find(*session)
+        except ArchiveCorrupt:
+            pointer = None
+        else:
+            if pointer is None or pointer.key != key:
+                return  # no entry, or it names another object (written before the index existed)
+        await self._delete(index_key(*session))
+
+    async def _delete(self, key: str) -> None:
         try:
             await self._client.delete_object(Bucket=self.bucket, Key=key)
         except ClientError as exc:

@@ -6,17 +6,23 @@ and the ``Server`` banner are handled as everywhere else."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable
 
-from aio_pika.abc import AbstractConnection
+from aio_pika.abc import AbstractChannel, AbstractConnection
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from redis.exceptions import RedisClusterException, RedisError
 
+from common.amqp import broker_usable
 from common.http import error_middleware, security_headers_middleware
-from common.redis import RedisClient
+from common.redis import REDIS_UNAVAILABLE, RedisClient
 
 ReadyCheck = Callable[[], Awaitable[bool]]
+
+# A probe must answer within the prober's own timeout (HAProxy: `timeout check 2s`): a Redis that
+# does not answer a PING within this is not ready, whatever it would say later.
+PING_TIMEOUT_SECONDS = 1.0
+_PING_FAILED: tuple[type[Exception], ...] = (*REDIS_UNAVAILABLE, TimeoutError)
 
 
 def create_health_app(
@@ -33,7 +39,11 @@ def create_health_app(
     async def readiness(request: web.Request) -> web.Response:
         if await ready():
             return web.json_response({"status": "ready"})
-        return web.json_response({"error": "not_ready", "message": "broker or Redis unavailable"}, status=503)
+        return web.json_response(
+            {"error": "not_ready", "message": "broker or Redis unavailable"},
+            status=503,
+            headers={"Retry-After": "1"},
+        )
 
     async def metrics(request: web.Request) -> web.Response:
         if before_scrape is not None:
@@ -47,12 +57,24 @@ def create_health_app(
     return app
 
 
-async def broker_and_redis_ready(connection: AbstractConnection | None, redis: RedisClient | None) -> bool:
-    """True when the AMQP connection is open and Redis answers a PING."""
-    if connection is None or connection.is_closed or redis is None:
+async def redis_answers(redis: RedisClient | None) -> bool:
+    """True when Redis answers a PING within ``PING_TIMEOUT_SECONDS``."""
+    if redis is None:
         return False
     try:
-        await redis.ping()
-    except (RedisError, RedisClusterException, OSError):
+        async with asyncio.timeout(PING_TIMEOUT_SECONDS):
+            await redis.ping()
+    except _PING_FAILED:
         return False
     return True
+
+
+async def broker_and_redis_ready(
+    connection: AbstractConnection | None,
+    redis: RedisClient | None,
+    channels: Iterable[AbstractChannel] = (),
+) -> bool:
+    """True when the broker connection can carry traffic (not merely "not closed": a robust
+    connection that lost its broker is reconnecting, not closed), each of ``channels`` is open,
+    and Redis answers a PING."""
+    return broker_usable(connection, channels) and await redis_answers(redis)

@@ -5,10 +5,20 @@ over the cap not yet archived); once archived they live in one S3 object, and a 
 after archiving has both. The gateway (the session API), the worker (the model's history window)
 and the archiver (what to store) all read through :class:`SessionReader`, so "Redis, else the
 archive" and the merge of the two are decided here only.
+
+Redis points at the archived object. When it has no pointer (it lost it: restored from an older
+backup, or emptied, while the bucket kept its objects), :meth:`SessionReader.locate` looks the
+session up in the bucket's own index (``common/archive.py``) and puts the pointer back into Redis,
+so the archived turns are read, listed and merged as if nothing had happened; the archiver, which
+locates too, merges a resumed session into its one existing object. The model's history window
+(:meth:`SessionReader.recent`) does not ask S3 on a session's first chat: it would cost every new
+session an S3 round trip before its first token; once the session was located (read, listed or
+archived) its pointer is back and the history with it.
 """
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,14 +53,63 @@ class SessionView:
 
 
 class SessionReader:
-    def __init__(self, store: SessionStore, archive: ArchiveStore | None) -> None:
+    def __init__(
+        self, store: SessionStore, archive: ArchiveStore | None, *, index_wait: float | None = None
+    ) -> None:
+        """``index_wait``: for a session Redis has but without a pointer (almost always one never
+        archived), how long :meth:`locate` waits for the archive's index before going on without
+        it, so that an S3 outage does not fail reading an active session (the session API). None
+        (the archiver): as long as S3 takes, and an S3 failure raises, so that an archive run never
+        starts a second object for a session whose pointer Redis lost."""
         self._store = store
         self._archive = archive
+        self._index_wait = index_wait
 
     async def locate(self, user_id: str, session_id: str) -> Located:
-        """Redis state and archive pointer in one atomic read."""
+        """Redis state and archive pointer in one atomic read; without a pointer in Redis, the
+        archive's index is asked (and the pointer it has is put back into Redis).
+
+        Raises :class:`ArchiveUnavailable` / :class:`ArchiveCorrupt` when the index cannot be read
+        and Redis knows nothing of the session (nobody can tell whether it exists), or without an
+        ``index_wait``; with one, a session Redis has is located without its archived part then.
+        """
         snapshot, pointer = await self._store.snapshot_and_pointer(user_id, session_id)
+        if pointer is None and self._archive is not None:
+            lenient = snapshot is not None and self._index_wait is not None
+            try:
+                async with asyncio.timeout(self._index_wait if lenient else None):
+                    pointer = await self._archive.find(user_id, session_id)
+            except (ArchiveUnavailable, ArchiveCorrupt, TimeoutError) as exc:
+                if not lenient:
+                    raise
+                log.warning("archive_index_unavailable", session_id=session_id, error=repr(exc))
+            if pointer is not None:
+                restored = await self._store.restore_pointer(user_id, session_id, pointer)
+                if restored:
+                    log.info("archive_pointer_restored", session_id=session_id, key=pointer.key)
+                elif await self._store.deleted(user_id, session_id):
+                    pointer = None  # being deleted: its object is going, not coming back
         return Located(snapshot, pointer)
+
+    async def recover(self, user_id: str, *, concurrency: int = 16) -> int:
+        """Put back into Redis the pointers of every archived session of the user that Redis lost
+        (those in the archive's index, up to one listing of it), so listings show them again.
+        Returns how many were put back; raises :class:`ArchiveUnavailable` when S3 cannot answer."""
+        if self._archive is None:
+            return 0
+        archive = self._archive
+        missing = await self._store.missing_pointers(user_id, await archive.indexed(user_id))
+        gate = asyncio.Semaphore(concurrency)
+
+        async def restore(session_id: str) -> bool:
+            async with gate:
+                pointer = await archive.find(user_id, session_id)
+            return pointer is not None and await self._store.restore_pointer(user_id, session_id, pointer)
+
+        restored = sum(await asyncio.gather(*(restore(sid) for sid in missing)))
+        if restored:
+            log.info("archive_pointers_restored", user_id=user_id, restored=restored)
+        return restored
 
     async def archived(self, pointer: ArchivePointer | None) -> ArchivedSession | None:
         """The archived object a pointer names (None without one, or when it is gone).

@@ -10,6 +10,7 @@ archiver stores and then clears.
 from __future__ import annotations
 
 import time
+import uuid
 from typing import Any, Literal, NamedTuple
 
 import msgspec
@@ -83,14 +84,21 @@ _encoder = msgspec.json.Encoder()
 _turn_decoder = msgspec.json.Decoder(Turn)
 _pointer_decoder = msgspec.json.Decoder(ArchivePointer)
 
+# Every script whose repetition would change its effect carries a token unique to the call: a
+# command retried after a connection error (common/redis.py) that had in fact run is then a no-op
+# that answers as the first run did.
+
 # KEYS: turns, meta, index, spill, tombstone.
-# ARGV: now, max_turns, max_bytes, org_id, title, sid, request id, trace id, turns...
+# ARGV: now, max_turns, max_bytes, org_id, title, sid, request id, trace id, call token, turns...
 _APPEND = """
 local turns_key, meta_key, index_key, spill_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local now, max_turns, max_bytes = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+if redis.call('HGET', meta_key, 'append_token') == ARGV[9] then
+  return {tonumber(redis.call('HGET', meta_key, 'version')), redis.call('LLEN', spill_key)}
+end
 redis.call('DEL', KEYS[5])
 local added = 0
-for i = 9, #ARGV do
+for i = 10, #ARGV do
   redis.call('RPUSH', turns_key, ARGV[i])
   added = added + #ARGV[i]
 end
@@ -108,39 +116,59 @@ redis.call('HSETNX', meta_key, 'created_at', now)
 redis.call('HSETNX', meta_key, 'org_id', ARGV[4])
 redis.call('HSETNX', meta_key, 'title', ARGV[5])
 redis.call('HSET', meta_key, 'last_activity', now, 'turns', length, 'state', 'active')
-redis.call('HSET', meta_key, 'last_request_id', ARGV[7], 'last_trace_id', ARGV[8])
+redis.call('HSET', meta_key, 'last_request_id', ARGV[7], 'last_trace_id', ARGV[8], 'append_token', ARGV[9])
 local version = redis.call('HINCRBY', meta_key, 'version', 1)
 redis.call('ZADD', index_key, now, ARGV[6])
 return {version, redis.call('LLEN', spill_key)}
 """
 
-# KEYS: meta. ARGV: idle cutoff (or '' for "now, whatever the activity"). Returns {version, org} or nil.
+# KEYS: meta. ARGV: idle cutoff (or '' for "now, whatever the activity"), call token.
+# Returns {version, org, last request id, last trace id} or nil.
 _END = """
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then return nil end
-if ARGV[1] ~= '' then
-  if state ~= 'active' then return nil end
-  local last = tonumber(redis.call('HGET', KEYS[1], 'last_activity') or '0')
-  if last > tonumber(ARGV[1]) then return nil end
+if redis.call('HGET', KEYS[1], 'end_token') ~= ARGV[2] then
+  if ARGV[1] ~= '' then
+    if state ~= 'active' then return nil end
+    local last = tonumber(redis.call('HGET', KEYS[1], 'last_activity') or '0')
+    if last > tonumber(ARGV[1]) then return nil end
+  end
+  redis.call('HSET', KEYS[1], 'state', 'ended', 'end_token', ARGV[2])
 end
-redis.call('HSET', KEYS[1], 'state', 'ended')
 local fields = redis.call('HMGET', KEYS[1], 'version', 'org_id', 'last_request_id', 'last_trace_id')
 return {fields[1], fields[2] or '', fields[3] or '', fields[4] or ''}
 """
 
 # KEYS: turns, meta, spill, archive hash.
-# ARGV: sid, version, spilled count archived, pointer json, remove (1/0).
+# ARGV: sid, version, spilled count archived, pointer json, remove (1/0), call token.
 # Returns 1 when the session left Redis, 0 when it changed meanwhile (it stays, active, for later).
 _FINISH_ARCHIVE = """
+local version = redis.call('HGET', KEYS[2], 'version')
+if not version then
+  if redis.call('HGET', KEYS[4], ARGV[1]) == ARGV[4] then return 1 end
+elseif redis.call('HGET', KEYS[2], 'finish_token') == ARGV[6] then
+  return 0
+end
 redis.call('LTRIM', KEYS[3], tonumber(ARGV[3]), -1)
 redis.call('HSET', KEYS[4], ARGV[1], ARGV[4])
-local version = redis.call('HGET', KEYS[2], 'version')
 if ARGV[5] == '1' and version == ARGV[2] and redis.call('LLEN', KEYS[3]) == 0 then
   redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
   return 1
 end
-if version and version ~= ARGV[2] then redis.call('HSET', KEYS[2], 'state', 'active') end
+if version then
+  redis.call('HSET', KEYS[2], 'finish_token', ARGV[6])
+  if version ~= ARGV[2] then redis.call('HSET', KEYS[2], 'state', 'active') end
+end
 return 0
+"""
+
+# KEYS: archive hash, index, tombstone. ARGV: sid, pointer json, last activity.
+# Returns 1 when the pointer was put back, 0 when Redis had one or the session was deleted.
+_RESTORE_POINTER = """
+if redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
+local restored = redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2])
+redis.call('ZADD', KEYS[2], 'NX', ARGV[3], ARGV[1])
+return restored
 """
 
 # KEYS: turns, meta, spill, archive hash, index, tombstone. ARGV: sid, tombstone ttl.
@@ -151,6 +179,11 @@ redis.call('ZREM', KEYS[5], ARGV[1])
 redis.call('SET', KEYS[6], '1', 'EX', tonumber(ARGV[2]))
 return 1
 """
+
+
+def _call_token() -> str:
+    """Unique per script call: a repeat of the call is recognised (see the scripts above)."""
+    return uuid.uuid4().hex
 
 
 def _text(value: Any) -> str:
@@ -200,6 +233,7 @@ class SessionStore:
         self._end = redis.register_script(_END)
         self._finish = redis.register_script(_FINISH_ARCHIVE)
         self._delete = redis.register_script(_DELETE)
+        self._restore = redis.register_script(_RESTORE_POINTER)
 
     # -- reading (callers outside common/ read through common.session_reader.SessionReader) ------
     async def recent_turns(self, user_id: str, session_id: str, window: int) -> list[Turn]:
@@ -271,6 +305,7 @@ class SessionStore:
             session_id,
             next((t.request_id for t in turns if t.request_id), ""),
             next((t.trace_id for t in turns if t.trace_id), ""),
+            _call_token(),
             *(_encoder.encode(t) for t in turns),
         ]
         keys = [
@@ -292,7 +327,7 @@ class SessionStore:
         """
         result = await self._end(
             keys=[self._keys.session_meta(user_id, session_id)],
-            args=["" if idle_cutoff is None else repr(idle_cutoff)],
+            args=["" if idle_cutoff is None else repr(idle_cutoff), _call_token()],
         )
         if result is None:
             return None
@@ -314,11 +349,33 @@ class SessionStore:
             len(snapshot.spilled),
             _encoder.encode(pointer),
             "1" if remove else "0",
+            _call_token(),
         ]
         removed = bool(await self._finish(keys=keys, args=args))
         if removed:
             await self._redis.zrem(self._keys.session_activity(), f"{meta.user_id}/{meta.session_id}")
         return removed
+
+    async def missing_pointers(self, user_id: str, session_ids: list[str]) -> list[str]:
+        """Those of ``session_ids`` that have no archive pointer in Redis."""
+        if not session_ids:
+            return []
+        found = await self._redis.hmget(self._keys.session_archive(user_id), session_ids)
+        return [sid for sid, raw in zip(session_ids, found, strict=True) if raw is None]
+
+    async def restore_pointer(self, user_id: str, session_id: str, pointer: ArchivePointer) -> bool:
+        """Put back a pointer Redis lost (found in the archive's own index), and the session's
+        place in the user's listing; never over a pointer Redis has, nor for a deleted session.
+        Returns True when it was put back."""
+        restored = await self._restore(
+            keys=[
+                self._keys.session_archive(user_id),
+                self._keys.session_index(user_id),
+                self._keys.session_deleted(user_id, session_id),
+            ],
+            args=[session_id, _encoder.encode(pointer), repr(pointer.last_activity)],
+        )
+        return bool(restored)
 
     async def delete(self, user_id: str, session_id: str) -> None:
         """Erase the session from Redis (the caller removes its archived object first)."""

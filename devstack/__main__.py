@@ -6,6 +6,11 @@ service on 8001, three gateways on 8101-8103, two inference workers (health on 8
 archiver (8301), HAProxy (8080, TLS 8443, stats 8404) and Prometheus (9090). Signing keys and a
 self-signed certificate are generated under ``.run/`` and ``haproxy/ssl/`` on first use.
 Ctrl-C stops everything it started.
+
+Sized for ``OPEN_STREAMS`` concurrent streams: the open-file limit is raised (to the hard limit, or
+65536 where allowed), HAProxy's ``MAXCONN`` is what that limit lets one process hold, and against
+the simulator the workers take ``WORKER_CONCURRENCY`` generations each and the simulator queues
+that many. ``HAPROXY_MAXCONN``, ``WORKER_CONCURRENCY`` and ``SIMULATOR_MAX_QUEUE`` override them.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import aiohttp
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
+from devstack.limits import haproxy_maxconn, haproxy_processes, raise_open_files_limit
 from devstack.supervisor import ProcessSpec, Supervisor
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,6 +40,9 @@ S3_PORT = 9000
 ARCHIVER_PORT = 8301
 HAPROXY_PORT, HAPROXY_TLS_PORT, HAPROXY_STATS_PORT = 8080, 8443, 8404
 PROMETHEUS_PORT = 9090
+# Concurrent streams the local run is sized for (DESIGN.md: 10,000 open streams held at once).
+OPEN_STREAMS = 10_000
+HAPROXY_MAXCONN = 20_000
 # HAProxy connects to auth from this loopback address, the only peer whose X-Forwarded-For auth
 # believes (AUTH_TRUSTED_PROXIES): a client calling auth's 8001 directly comes from 127.0.0.1, so
 # it is throttled as itself and cannot pose as another address; clients through HAProxy are
@@ -153,8 +162,36 @@ Ctrl-C stops everything.
 """
 
 
+def capacity(open_files: int, *, simulated: bool) -> dict[str, str]:
+    """HAProxy's MAXCONN, and against the simulator the workers' concurrency and its queue."""
+    env = os.environ
+    sizes = {"HAPROXY_MAXCONN": env.get("HAPROXY_MAXCONN", str(haproxy_maxconn(open_files, HAPROXY_MAXCONN)))}
+    if simulated:  # a real Ollama node bounds its own queue: keep the worker's default there
+        per_worker = -(-OPEN_STREAMS // len(WORKER_PORTS)) + 1000
+        sizes["WORKER_CONCURRENCY"] = env.get("WORKER_CONCURRENCY", str(per_worker))
+        sizes["SIMULATOR_MAX_QUEUE"] = env.get("SIMULATOR_MAX_QUEUE", str(per_worker * len(WORKER_PORTS)))
+    return sizes
+
+
+def limits_note(open_files: int, sizes: dict[str, str]) -> str:
+    maxconn = int(sizes["HAPROXY_MAXCONN"])
+    processes = haproxy_processes(OPEN_STREAMS, maxconn)
+    note = f"Limits: {open_files} open files per process; HAProxy maxconn {maxconn}"
+    if processes > 1:
+        note += (
+            f" in each of {processes} processes sharing its ports (the open-file limit is too low for one)"
+        )
+    if "WORKER_CONCURRENCY" in sizes:
+        note += (
+            f"; {sizes['WORKER_CONCURRENCY']} generations per worker, simulator queue "
+            f"{sizes['SIMULATOR_MAX_QUEUE']}"
+        )
+    return note + "."
+
+
 async def main() -> None:
     python = sys.executable
+    open_files = raise_open_files_limit()
     private_key, public_key = ensure_signing_key(RUN_DIR / "keys")
     requested = [u for u in os.environ.get("OLLAMA_URLS", "http://127.0.0.1:11434").split(",") if u.strip()]
     common = {"ENVIRONMENT": os.environ.get("ENVIRONMENT", "development"), "PYTHONUNBUFFERED": "1", **S3_ENV}
@@ -175,11 +212,22 @@ async def main() -> None:
         )
         live = await answering_ollama(requested)
         simulated = not live
+        sizes = capacity(open_files, simulated=simulated)
         if simulated:
+            port, queue = str(SIMULATOR_PORT), sizes["SIMULATOR_MAX_QUEUE"]
+            simulator_argv = (
+                python,
+                "-m",
+                "inference_worker.simulator",
+                "--port",
+                port,
+                "--max-queue",
+                queue,
+            )
             await supervisor.start(
                 ProcessSpec(
                     "simulator",
-                    (python, "-m", "inference_worker.simulator", "--port", str(SIMULATOR_PORT)),
+                    simulator_argv,
                     common,
                     f"http://127.0.0.1:{SIMULATOR_PORT}/api/version",
                 )
@@ -201,12 +249,15 @@ async def main() -> None:
                 f"http://127.0.0.1:{AUTH_PORT}/ready",
             )
         )
+        worker_env = {**common, "OLLAMA_URLS": ollama_urls}
+        if "WORKER_CONCURRENCY" in sizes:
+            worker_env["WORKER_CONCURRENCY"] = sizes["WORKER_CONCURRENCY"]
         starts = [
             supervisor.start(
                 ProcessSpec(
                     f"worker-{i + 1}",
                     (python, "-m", "inference_worker"),
-                    {**common, "OLLAMA_URLS": ollama_urls, "WORKER_HTTP_PORT": str(port)},
+                    {**worker_env, "WORKER_HTTP_PORT": str(port)},
                     f"http://127.0.0.1:{port}/ready",
                 )
             )
@@ -239,14 +290,28 @@ async def main() -> None:
         )
         await asyncio.gather(*starts)
         haproxy = shutil.which("haproxy") or "/usr/sbin/haproxy"
-        await supervisor.start(
-            ProcessSpec(
-                "haproxy",
-                (haproxy, "-db", "-f", str(ROOT / "haproxy" / "haproxy.cfg")),
-                {"SSL_DIR": str(ssl_dir), "CHECK_INTER": "1s", "AUTH_SOURCE_ADDR": HAPROXY_AUTH_SOURCE},
-                f"http://127.0.0.1:{HAPROXY_PORT}/ready",
+        maxconn = int(sizes["HAPROXY_MAXCONN"])
+        for i in range(haproxy_processes(OPEN_STREAMS, maxconn)):
+            # More than one only where the open-file limit is too low for one to hold OPEN_STREAMS:
+            # the same ports (SO_REUSEPORT), each its own stats port (8404, 8405 ...).
+            stats_port = HAPROXY_STATS_PORT + i
+            await supervisor.start(
+                ProcessSpec(
+                    "haproxy" if i == 0 else f"haproxy-{i + 1}",
+                    (haproxy, "-db", "-f", str(ROOT / "haproxy" / "haproxy.cfg")),
+                    {
+                        "SSL_DIR": str(ssl_dir),
+                        "CHECK_INTER": "1s",
+                        "AUTH_SOURCE_ADDR": HAPROXY_AUTH_SOURCE,
+                        "MAXCONN": str(maxconn),
+                        "STATS_PORT": str(stats_port),
+                    },
+                    # The first is alone on the port while it starts: its /ready is its own.
+                    f"http://127.0.0.1:{HAPROXY_PORT}/ready"
+                    if i == 0
+                    else f"http://127.0.0.1:{stats_port}/stats",
+                )
             )
-        )
         prometheus = shutil.which("prometheus")
         if prometheus:
             await supervisor.start(
@@ -263,6 +328,7 @@ async def main() -> None:
                 )
             )
         print(banner(ollama_urls, simulated), flush=True)
+        print(limits_note(open_files, sizes), flush=True)
         await stop.wait()
         print("\nstopping ...", flush=True)
     print("stopped; nothing left running.")

@@ -27,8 +27,8 @@ __all__ = ["DISABLED", "LIMITED", "OK", "REVOKED", "Admission", "Verdict"]
 
 # KEYS[1] rate key (sorted set); KEYS[2..5] (absent for the org call) as common.revocation's
 # status_keys: disabled flag, revoked jti, revoked sid, token generation.
-# ARGV[1] limit, ARGV[2] window in ms, ARGV[3] cost (0: only check), ARGV[4] unique member id,
-# ARGV[5] the token's generation.
+# ARGV[1] limit, ARGV[2] window in ms, ARGV[3] cost (0: only check), ARGV[4] member id, unique per call
+# (so a repeated call is recognised), ARGV[5] the token's generation.
 # Returns {verdict, remaining, retry_after_ms, reset_ms}; verdict 0 ok, 1 limited, 2 disabled, 3 revoked
 _ADMIT = (
     LUA_TOKEN_STATUS
@@ -44,6 +44,10 @@ local used = redis.call('ZCARD', KEYS[1])
 local reset = 0
 local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 if oldest[2] then reset = tonumber(oldest[2]) + window - now end
+if cost > 0 and redis.call('ZSCORE', KEYS[1], ARGV[4]) then
+  -- This very call ran already (repeated after a connection error, common/redis.py): admitted.
+  return {0, math.max(limit - used, 0), 0, math.max(reset, 1)}
+end
 if used + cost > limit then
   return {1, math.max(limit - used, 0), math.max(reset, 1), math.max(reset, 1)}
 end

@@ -12,6 +12,7 @@ import uuid
 from collections.abc import AsyncIterator
 
 import aiohttp
+from aio_pika.abc import AbstractChannel
 from aiohttp import web
 
 from common.amqp import connect, topology_for
@@ -36,6 +37,7 @@ from gateway.appkeys import (
     AMQP,
     ARCHIVE,
     BACKLOG,
+    BROKER_CHANNELS,
     EVENTS,
     HTTP,
     JOBS,
@@ -71,13 +73,19 @@ from gateway.tokens import TokenVerifier
 
 __all__ = ["create_app"]
 
+# Reading an active session never waits longer than this for S3 (see SessionReader).
+ARCHIVE_INDEX_WAIT_SECONDS = 1.0
+
 
 async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
     """The Redis client and the stores on it."""
     settings, keys = app[SETTINGS], app[KEYS]
     common = settings.common
     redis = await open_redis(
-        common.redis_url, cluster=common.redis_cluster, max_connections=common.redis_max_connections
+        common.redis_url,
+        cluster=common.redis_cluster,
+        max_connections=common.redis_max_connections,
+        client_name=f"gateway-{settings.instance_id}",
     )
     app[REDIS] = redis
     app[SESSIONS] = SessionStore(redis, keys)
@@ -125,7 +133,7 @@ async def _archive_ctx(app: web.Application) -> AsyncIterator[None]:
     """The S3 archive client, and the session reader that falls back to it."""
     async with ArchiveStore(app[SETTINGS].s3) as archive:
         app[ARCHIVE] = archive
-        app[READER] = SessionReader(app[SESSIONS], archive)
+        app[READER] = SessionReader(app[SESSIONS], archive, index_wait=ARCHIVE_INDEX_WAIT_SECONDS)
         yield
 
 
@@ -150,6 +158,8 @@ async def _broker_ctx(app: web.Application) -> AsyncIterator[None]:
             timeout=settings.publish_timeout,
         )
         app[AMQP] = connection
+        channels: list[AbstractChannel] = [confirm_channel]  # /ready checks them (the reply
+        app[BROKER_CHANNELS] = channels  # queue's channel joins in _replies_ctx)
         yield
     finally:
         await within(10, "amqp_close", connection.close())
@@ -158,8 +168,10 @@ async def _broker_ctx(app: web.Application) -> AsyncIterator[None]:
 async def _replies_ctx(app: web.Application) -> AsyncIterator[None]:
     """This process's reply queue, deleted at the end (it would expire on its own)."""
     settings, metrics = app[SETTINGS], app[METRICS]
+    channel = await app[AMQP].channel(publisher_confirms=False)
+    app[BROKER_CHANNELS].append(channel)
     router = ReplyRouter(
-        await app[AMQP].channel(publisher_confirms=False),
+        channel,
         topology_for(settings.common).reply_queue(settings.instance_id, uuid.uuid4().hex[:8]),
         # Outlives a broker reconnect and the longest chat this process can be relaying.
         expires_seconds=settings.chat_deadline + 60,

@@ -3,7 +3,7 @@ entries, one per resource) and for what middlewares leave on each request."""
 
 from __future__ import annotations
 
-from aio_pika.abc import AbstractExchange, AbstractRobustConnection
+from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
 from aiohttp import ClientSession, web
 
 from common.archive import ArchiveStore
@@ -27,6 +27,7 @@ __all__ = [
     "AMQP",
     "ARCHIVE",
     "BACKLOG",
+    "BROKER_CHANNELS",
     "EVENTS",
     "HTTP",
     "JOBS",
@@ -68,6 +69,8 @@ BACKLOG = web.AppKey("backlog", QueueBacklog)  # absent without a management API
 ARCHIVE = web.AppKey("archive", ArchiveStore)
 READER = web.AppKey("reader", SessionReader)
 AMQP = web.AppKey("amqp", AbstractRobustConnection)
+# The channels this instance cannot serve without (request publisher, reply queue): /ready checks them.
+BROKER_CHANNELS: web.AppKey[list[AbstractChannel]] = web.AppKey("broker_channels")
 PUBLISHER = web.AppKey("publisher", RequestPublisher)
 EVENTS = web.AppKey("events", AbstractExchange)
 ROUTER = web.AppKey("router", ReplyRouter)

@@ -62,4 +62,5 @@ def build(request: web.Request, chat: Chat) -> ChatRequest:
         options=chat.options,
         job_id=request_id if chat.job else None,
         trace_id=trace_id_of(request),
+        reply_mode="batch",  # this gateway's router reads ReplyBatch messages (gateway.replies)
     )

@@ -75,7 +75,13 @@ USER_ID = _path_param("user_id", None, "as returned by /register or /admin/users
 CHAT_ERRORS: Mapping[int, tuple[str, ...]] = {
     400: ("invalid_session_id", "empty_prompt", "invalid_model", "unknown_model", "model_not_found"),
     413: ("prompt_too_long",),
-    502: ("generation_interrupted", "model_stream_failed", "model_rejected_request", "model_error"),
+    502: (
+        "generation_interrupted",
+        "model_node_failed",
+        "model_stream_failed",
+        "model_rejected_request",
+        "model_error",
+    ),
     503: ("queue_full", "broker_unavailable", "model_busy", "model_unavailable", "no_model_node"),
     504: ("deadline_exceeded",),
 }
@@ -430,7 +436,7 @@ OPERATIONS: tuple[Operation, ...] = (
             202: Reply("Ended; archiving follows.", m.SessionEnded),
         },
         parameters=(SESSION_ID,),
-        errors={400: ("invalid_session_id",), 404: ("session_not_found",)},
+        errors={400: ("invalid_session_id",), 404: ("session_not_found",), 503: ("archive_unavailable",)},
     ),
     # -- gateway: operations -----------------------------------------------------------------------
     Operation(

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import contextlib
 
+from aio_pika.abc import AbstractChannel
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
 
+from common.amqp import broker_usable
+from common.health import redis_answers
 from common.http import json_error, json_response
-from gateway.appkeys import AMQP, BACKLOG, LIFECYCLE, METRICS, REDIS, ROUTER, SESSIONS
+from gateway.appkeys import AMQP, BACKLOG, BROKER_CHANNELS, LIFECYCLE, METRICS, REDIS, ROUTER, SESSIONS
 
 
 async def health(request: web.Request) -> web.Response:
@@ -17,18 +20,23 @@ async def health(request: web.Request) -> web.Response:
 
 
 async def ready(request: web.Request) -> web.Response:
+    """200 only when this instance can take a chat: HAProxy sends traffic by this answer.
+
+    The broker connection must be connected with its channels restored (a robust connection that
+    lost the broker is reconnecting, not closed), the request publisher's and the reply queue's
+    channels open, and Redis must answer a PING in time.
+    """
     app = request.app
     if app[LIFECYCLE].draining:
-        return json_error(503, "draining", "this instance is shutting down")
+        return json_error(503, "draining", "this instance is shutting down", {"Retry-After": "1"})
     problems: list[str] = []
-    if app[AMQP].is_closed:
+    channels: list[AbstractChannel] = app[BROKER_CHANNELS]
+    if not broker_usable(app[AMQP], channels):
         problems.append("rabbitmq")
-    try:
-        await app[REDIS].ping()
-    except Exception:
+    if not await redis_answers(app[REDIS]):
         problems.append("redis")
     if problems:
-        return json_error(503, "not_ready", f"unavailable: {', '.join(problems)}")
+        return json_error(503, "not_ready", f"unavailable: {', '.join(problems)}", {"Retry-After": "1"})
     return json_response({"status": "ready", "in_flight": app[ROUTER].in_flight})
 
 

@@ -5,21 +5,13 @@ from __future__ import annotations
 
 import time
 
-import aio_pika
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractExchange
 from aio_pika.exceptions import DeliveryError, PublishError
 from aiormq.exceptions import AMQPError, ChannelInvalidStateError
 
-from broker.messages import (
-    CANCEL,
-    CHAT_REQUEST,
-    HEADER_REQUEST_ID,
-    HEADER_TRACE_ID,
-    Cancel,
-    ChatRequest,
-    encoder,
-)
+from broker.envelope import envelope, publish
+from broker.messages import CANCEL, CHAT_REQUEST, Cancel, ChatRequest, encoder
 from broker.topology import REQUEST_ROUTING_KEY
 from common.cancels import CancelMarkers
 
@@ -63,22 +55,20 @@ class RequestPublisher:
     async def publish_request(self, request: ChatRequest, reply_to: str | None) -> None:
         """Publish and await the broker's confirm; a nack (reject-publish) raises QueueFull."""
         ttl_ms = max(1, int((request.deadline - time.time()) * 1000))
-        message = aio_pika.Message(
+        message = envelope(
             encoder.encode(request),
-            content_type="application/json",
             type=CHAT_REQUEST,
+            persistent=True,
+            request_id=request.request_id,
+            trace_id=request.trace_id,
             correlation_id=request.request_id,
             message_id=request.request_id,
-            reply_to=reply_to or None,
+            reply_to=reply_to,
             expiration=ttl_ms / 1000,
             timestamp=request.created_at,
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            headers={HEADER_REQUEST_ID: request.request_id, HEADER_TRACE_ID: request.trace_id},
         )
         try:
-            await self._requests.publish(
-                message, routing_key=REQUEST_ROUTING_KEY, mandatory=True, timeout=self._timeout
-            )
+            await publish(self._requests, REQUEST_ROUTING_KEY, message, mandatory=True, timeout=self._timeout)
         except DeliveryError as exc:
             raise QueueFull("the request queue is full") from exc
         except (TimeoutError, PublishError, AMQPError, ChannelInvalidStateError, ConnectionError) as exc:
@@ -100,13 +90,11 @@ class RequestPublisher:
 
     async def publish_cancel(self, cancel: Cancel) -> None:
         """Broadcast a cancel to every worker; not confirmed (the Redis marker is the backstop)."""
-        await self._cancel.publish(
-            aio_pika.Message(
-                encoder.encode(cancel),
-                content_type="application/json",
-                type=CANCEL,
-                headers={HEADER_REQUEST_ID: cancel.request_id, HEADER_TRACE_ID: cancel.trace_id},
-            ),
-            routing_key="",
-            mandatory=False,
+        message = envelope(
+            encoder.encode(cancel),
+            type=CANCEL,
+            persistent=False,
+            request_id=cancel.request_id,
+            trace_id=cancel.trace_id,
         )
+        await publish(self._cancel, "", message)

@@ -7,10 +7,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from typing import Any
 
+import structlog
 from aio_pika.abc import AbstractExchange
 from aiohttp import web
 
@@ -22,7 +24,11 @@ from common.sessions import ArchivePointer, SessionMeta, Turn
 from gateway.appkeys import ARCHIVE, EVENTS, READER, SESSIONS, principal_of, request_id_of, trace_id_of
 from gateway.validation import check_session_id
 
+log = structlog.get_logger(__name__)
+
 MAX_PAGE = 100
+# The listing waits at most this long for S3 to put back lost pointers (the next listing goes on).
+RECOVER_SECONDS = 1.0
 
 
 def _summary(entry: SessionMeta | ArchivePointer, session_id: str) -> dict[str, Any]:
@@ -62,10 +68,18 @@ def _archive_down(exc: Exception) -> ApiError:
 
 
 async def list_own_sessions(request: web.Request) -> web.Response:
+    """The caller's sessions from Redis. The first page first puts back the pointers of archived
+    sessions Redis lost (the archive's own index knows them); S3 being down only skips that."""
     sessions = request.app[SESSIONS]
     principal = principal_of(request)
     limit = query_int(request, "limit", 20, minimum=1, maximum=MAX_PAGE)
     offset = query_int(request, "cursor", 0, maximum=10_000_000)
+    if offset == 0:
+        try:
+            async with asyncio.timeout(RECOVER_SECONDS):
+                await request.app[READER].recover(principal.user_id)
+        except (ArchiveUnavailable, ArchiveCorrupt, TimeoutError) as exc:
+            log.warning("archive_index_unavailable", error=repr(exc))
     entries, next_offset = await sessions.page(principal.user_id, offset=offset, limit=limit)
     return json_response(
         {
@@ -98,7 +112,11 @@ async def end_own_session(request: web.Request) -> web.Response:
     session_id = check_session_id(request.match_info["session_id"])
     ended = await sessions.end(principal.user_id, session_id)
     if ended is None:
-        if await sessions.pointer(principal.user_id, session_id) is not None:
+        try:
+            located = await request.app[READER].locate(principal.user_id, session_id)
+        except (ArchiveUnavailable, ArchiveCorrupt) as exc:
+            raise _archive_down(exc) from None
+        if located.pointer is not None:
             return json_response({"session_id": session_id, "state": "archived"})
         raise ApiError(404, "session_not_found", "no such session")
     await _announce_finished(
@@ -136,11 +154,15 @@ async def _announce_finished(
 
 
 async def delete_own_session(request: web.Request) -> web.Response:
-    """Erase the archived object first (so a failure leaves everything in place), then Redis."""
+    """Erase the archived object and its index entry first (so a failure leaves everything in
+    place), then Redis."""
     sessions = request.app[SESSIONS]
     user_id = principal_of(request).user_id
     session_id = check_session_id(request.match_info["session_id"])
-    located = await request.app[READER].locate(user_id, session_id)
+    try:
+        located = await request.app[READER].locate(user_id, session_id)
+    except (ArchiveUnavailable, ArchiveCorrupt) as exc:
+        raise _archive_down(exc) from None
     if not located.exists:
         raise ApiError(404, "session_not_found", "no such session")
     pointer = located.pointer

@@ -1,5 +1,6 @@
-"""Generating one answer: :class:`ModelCaller` picks a model node, streams the answer out as
-coalesced chunks, and retries on another node only while nothing has reached the client (a
+"""Generating one answer: :class:`ModelCaller` picks a model node, hands each piece of text to
+``emit`` as the model produces it (the reply stream coalesces and publishes it, see
+:mod:`inference_worker.replies`), and retries on another node only while no text was emitted (a
 half-sent answer cannot be restarted without the client seeing text twice); the result is a
 :class:`Completion`, the text so far a :class:`Progress`."""
 
@@ -13,7 +14,6 @@ from typing import Any
 import structlog
 
 from broker.messages import ChatRequest, Usage
-from inference_worker.chunks import ChunkCoalescer
 from inference_worker.metrics import WorkerMetrics
 from inference_worker.ollama import (
     NodePool,
@@ -32,19 +32,17 @@ Emit = Callable[[str], Awaitable[None]]
 
 @dataclass(slots=True)
 class Completion:
-    """A finished answer: its text, usage, why the model stopped, which node wrote it, and in how
-    many chunks it went out."""
+    """A finished answer: its text, usage, why the model stopped, which node wrote it."""
 
     text: str
     usage: Usage
     done_reason: str
     node: str
-    chunks: int
 
 
 @dataclass(slots=True)
 class Progress:
-    """The answer so far (for partial usage when it is stopped early)."""
+    """The answer so far, as emitted (for partial usage when it is stopped early)."""
 
     parts: list[str] = field(default_factory=list)
     tokens: int = 0
@@ -57,68 +55,48 @@ class ModelCaller:
     """Calls the model for one request at a time on the node pool (Ollama ``/api/chat``); one
     instance per worker, shared by all its requests."""
 
-    def __init__(
-        self,
-        pool: NodePool,
-        ollama: OllamaClient,
-        metrics: WorkerMetrics,
-        *,
-        flush_interval: float,
-        max_chars: int,
-    ) -> None:
+    def __init__(self, pool: NodePool, ollama: OllamaClient, metrics: WorkerMetrics) -> None:
         self._pool = pool
         self._ollama = ollama
         self._metrics = metrics
-        self._flush_interval = flush_interval
-        self._max_chars = max_chars
 
     async def run(
         self, request: ChatRequest, messages: list[dict[str, str]], emit: Emit, progress: Progress
     ) -> Completion:
-        """Stream ``messages`` through a node; ``emit`` gets each chunk, ``progress`` the text so far.
+        """Stream ``messages`` through a node; ``emit`` gets each piece of text, ``progress`` the
+        text so far.
 
         Raises :class:`OllamaError` when no node could produce the answer.
         """
-
-        async def flush(text: str) -> None:
-            progress.parts.append(text)
-            await emit(text)
-
-        coalescer = ChunkCoalescer(flush, flush_interval=self._flush_interval, max_chars=self._max_chars)
         tried: set[str] = set()
         last_error: OllamaError | None = None
         options = request.options.to_ollama() if request.options else None
-        try:
-            while True:
-                try:
-                    node = await self._pool.acquire(
-                        request.model, tried, timeout=max(0.1, request.deadline - time.time())
-                    )
-                except NoHealthyNode:
-                    raise last_error or NoHealthyNode("no healthy model node is available") from None
-                tried.add(node.url)
-                try:
-                    final = await self._stream(node, request, messages, options, coalescer, progress)
-                except OllamaError as exc:
-                    self._metrics.node_failures.labels(node.url, exc.code).inc()
-                    if exc.code in ("model_unavailable", "model_stream_failed"):
-                        self._pool.mark_failed(node)
-                        self._metrics.node_up.labels(node.url).set(0)
-                    if exc.retry_elsewhere and coalescer.emitted_chunks == 0:
-                        coalescer.discard()
-                        progress.tokens = 0
-                        last_error = exc
-                        log.warning("node_failed_retrying", node=node.url, error=exc.code)
-                        continue
-                    raise
-                finally:
-                    await self._pool.release(node)
-                self._pool.mark_ok(node)
-                self._metrics.node_up.labels(node.url).set(1)
-                await coalescer.aclose()
-                return self._finished(request, node, final, progress, coalescer.emitted_chunks)
-        finally:
-            coalescer.cancel()
+        while True:
+            try:
+                node = await self._pool.acquire(
+                    request.model, tried, timeout=max(0.1, request.deadline - time.time())
+                )
+            except NoHealthyNode:
+                raise last_error or NoHealthyNode("no healthy model node is available") from None
+            tried.add(node.url)
+            try:
+                final = await self._stream(node, request, messages, options, emit, progress)
+            except OllamaError as exc:
+                self._metrics.node_failures.labels(node.url, exc.code).inc()
+                if exc.node_down:
+                    self._pool.mark_failed(node)
+                    self._metrics.node_up.labels(node.url).set(0)
+                if exc.retry_elsewhere and not progress.parts:
+                    progress.tokens = 0
+                    last_error = exc
+                    log.warning("node_failed_retrying", node=node.url, error=exc.code)
+                    continue
+                raise
+            finally:
+                await self._pool.release(node)
+            self._pool.mark_ok(node)
+            self._metrics.node_up.labels(node.url).set(1)
+            return self._finished(request, node, final, progress)
 
     async def _stream(
         self,
@@ -126,7 +104,7 @@ class ModelCaller:
         request: ChatRequest,
         messages: list[dict[str, str]],
         options: dict[str, Any] | None,
-        coalescer: ChunkCoalescer,
+        emit: Emit,
         progress: Progress,
     ) -> OllamaLine:
         """One try on one node; returns Ollama's final line (the one with the usage counts)."""
@@ -142,7 +120,8 @@ class ModelCaller:
                         self._metrics.ttft.labels(request.model).observe(elapsed)
                         first = False
                     progress.tokens += 1
-                    await coalescer.add(line.message.content)
+                    progress.parts.append(line.message.content)
+                    await emit(line.message.content)
                 if line.done:
                     final = line
         if final is None:
@@ -150,7 +129,7 @@ class ModelCaller:
         return final
 
     def _finished(
-        self, request: ChatRequest, node: OllamaNode, final: OllamaLine, progress: Progress, chunks: int
+        self, request: ChatRequest, node: OllamaNode, final: OllamaLine, progress: Progress
     ) -> Completion:
         self._metrics.tokens.labels(request.model).inc(final.eval_count)
         if final.eval_duration > 0:
@@ -169,5 +148,4 @@ class ModelCaller:
             ),
             done_reason=final.done_reason or "stop",
             node=node.url,
-            chunks=chunks,
         )

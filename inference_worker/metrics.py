@@ -48,6 +48,29 @@ class WorkerMetrics:
             registry=r,
         )
         self.chunks = Counter("worker_chunks_published_total", "Token chunks published", registry=r)
+        self.reply_messages = Counter(
+            "worker_reply_messages_total",
+            "Broker messages published on the reply path, by reply mode (a batch counts once)",
+            ["mode"],
+            registry=r,
+        )
+        self.reply_frames = Counter(
+            "worker_reply_frames_total",
+            "Replies (token chunks, done, error) published, by reply mode",
+            ["mode"],
+            registry=r,
+        )
+        self.reply_publish_failures = Counter(
+            "worker_reply_publish_failures_total",
+            "Reply batches (or per-message runs) that could not be published",
+            registry=r,
+        )
+        self.settled = Counter(
+            "worker_requests_settled_total",
+            "Request messages settled: ack, requeue (redelivered) or dead_letter",
+            ["outcome"],
+            registry=r,
+        )
         self.errors = Counter("worker_errors_total", "Errors by type", ["error"], registry=r)
         self.redeliveries = Counter(
             "worker_redelivered_requests_total", "Requests received again after a worker failure", registry=r

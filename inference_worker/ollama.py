@@ -45,10 +45,13 @@ _encoder = msgspec.json.Encoder()
 
 
 class OllamaError(Exception):
-    """Base of upstream failures; ``code`` is the machine-readable error sent to clients."""
+    """Base of upstream failures; ``code`` is the machine-readable error sent to clients,
+    ``retry_elsewhere`` whether another node may answer instead (only before any text went out),
+    ``node_down`` whether the node should cool down."""
 
     code = "model_error"
     retry_elsewhere = False
+    node_down = False
 
 
 class NodeUnavailable(OllamaError):
@@ -56,6 +59,7 @@ class NodeUnavailable(OllamaError):
 
     code = "model_unavailable"
     retry_elsewhere = True
+    node_down = True
 
 
 class NodeBusy(OllamaError):
@@ -74,10 +78,19 @@ class BadUpstreamRequest(OllamaError):
 
 
 class StreamFailed(OllamaError):
-    """The node reported an error or the stream broke after it started."""
+    """The node reported an error in the middle of the stream, or sent something unreadable."""
 
     code = "model_stream_failed"
     retry_elsewhere = True
+    node_down = True
+
+
+class NodeFailed(StreamFailed):
+    """The node went away in the middle of the answer: the connection broke, stalled past the read
+    timeout, or closed before the last line. Before the first token another node answers instead;
+    after it, the client is told that the model node failed (its own code)."""
+
+    code = "model_node_failed"
 
 
 class NoHealthyNode(OllamaError):
@@ -238,8 +251,8 @@ class OllamaClient:
                 if line.done:
                     return
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise StreamFailed(f"stream broke: {exc.__class__.__name__}: {exc}") from exc
-        raise StreamFailed("stream ended without a done line")
+            raise NodeFailed(f"the model node failed mid-answer: {exc.__class__.__name__}: {exc}") from exc
+        raise NodeFailed("the model node closed the stream before the answer was complete")
 
     async def tags(self, node: OllamaNode, timeout: float = 5.0) -> frozenset[str]:
         """Model names the node has (``/api/tags``)."""

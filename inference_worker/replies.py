@@ -1,92 +1,189 @@
-"""Where a worker's output goes: chunks, done and errors to the asking gateway's reply queue
-(by correlation id, not persistent, no confirm awaited: a lost reply is covered by the gateway's
-deadline), session events to the events exchange."""
+"""Where a worker's replies go: :class:`ReplyBatcher`, one per worker, gathers the replies of all
+its running generations per reply queue (one :class:`~inference_worker.outbox.Outbox` each) and
+flushes them on one ticker; :class:`ReplyStream` is one attempt's side of it.
+
+What leaves when (``interval`` = ``CHUNK_FLUSH_MS``):
+- an attempt's **first text** is published at once (time to first token is not delayed by the
+  tick), and so are its **done** and **error** (completion is not delayed either, and the request
+  is acked only once its outcome is published);
+- other text waits for the next tick, coalesced per attempt into frames of up to ``max_chars``
+  (``CHUNK_MAX_CHARS``); the ticker runs only while some outbox holds frames;
+- ``interval`` 0 publishes every text as soon as the publisher task runs.
+
+Requests with ``reply_mode = "batch"`` (the gateway's) get one :class:`~broker.messages.ReplyBatch`
+message per flush per reply queue, so reply-path messages per second are about workers x gateways
+/ tick plus what the first tokens and outcomes add (and those share messages while a publish is in
+flight), independent of the number of streams. Requests without it (integrators' default
+``"message"``) go through the same buffers and ticker, one broker message per frame, with
+``correlation_id`` = request id.
+
+Async jobs have no reply queue: their streams publish nothing (the job record holds the outcome).
+"""
 
 from __future__ import annotations
 
-import time
-from typing import Literal
+import asyncio
 
-import aio_pika
-from aio_pika.abc import AbstractChannel, AbstractExchange
+from aio_pika.abc import AbstractExchange
 
-from broker.events import publish_session_event
-from broker.messages import (
-    HEADER_REQUEST_ID,
-    HEADER_TRACE_ID,
-    ChatDone,
-    ChatError,
-    ChatRequest,
-    SessionEvent,
-    TokenChunk,
-    encoder,
-)
+from broker.messages import ChatDone, ChatError, ChatRequest, ReplyMode, Usage
+from inference_worker.metrics import WorkerMetrics
+from inference_worker.outbox import Attempt, Outbox, RepliesLost
 
-ReplyKind = Literal["token", "done", "error"]
+__all__ = ["RepliesLost", "ReplyBatcher", "ReplyStream"]
+
+# An outbox unused this long is dropped (its reply queue's gateway or integrator may be gone).
+OUTBOX_IDLE_SECONDS = 60.0
 
 
-class ReplyPublisher:
-    """Publishes one worker's replies and session events. ``attempt`` is the id of one try at a
-    request (a redelivered request is tried again under a new one); it goes out in the replies'
-    ``generation`` field."""
+class ReplyBatcher:
+    """A worker's reply path: outboxes by (reply queue, reply mode), flushed by one ticker task.
+    ``start()`` it once, ``close()`` it after the generations finished (it publishes what is left)."""
 
-    def __init__(self, channel: AbstractChannel, events: AbstractExchange) -> None:
-        self._channel = channel
-        self._events = events
+    def __init__(
+        self, exchange: AbstractExchange, *, interval: float, max_chars: int, metrics: WorkerMetrics
+    ) -> None:
+        self._exchange = exchange
+        self.interval = interval
+        self._max_chars = max_chars
+        self._metrics = metrics
+        self._outboxes: dict[tuple[str, ReplyMode], Outbox] = {}
+        self._work = asyncio.Event()
+        self._ticker: asyncio.Task[None] | None = None
 
-    async def chunk(self, request: ChatRequest, reply_to: str, attempt: str, seq: int, text: str) -> None:
-        chunk = TokenChunk(
+    def start(self) -> None:
+        if self.interval > 0 and self._ticker is None:
+            self._ticker = asyncio.get_running_loop().create_task(self._tick())
+
+    async def close(self) -> None:
+        ticker, self._ticker = self._ticker, None
+        if ticker is not None:
+            ticker.cancel()
+            await asyncio.gather(ticker, return_exceptions=True)
+        outboxes = list(self._outboxes.values())
+        self._outboxes.clear()
+        await asyncio.gather(*(outbox.close() for outbox in outboxes))
+
+    def stream(self, request: ChatRequest, reply_to: str, attempt_id: str) -> ReplyStream:
+        """The replies of one attempt at ``request`` (``reply_to`` empty: an async job)."""
+        return ReplyStream(self, request, reply_to, attempt_id)
+
+    def outbox(self, reply_to: str, mode: ReplyMode) -> Outbox:
+        key = (reply_to, mode)
+        outbox = self._outboxes.get(key)
+        if outbox is None:
+            outbox = Outbox(
+                self._exchange,
+                reply_to,
+                mode,
+                max_chars=self._max_chars,
+                metrics=self._metrics,
+                on_pending=self._work.set,
+            )
+            self._outboxes[key] = outbox
+        return outbox
+
+    async def _tick(self) -> None:
+        """Every ``interval`` while there is work: wake every outbox holding frames."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._work.wait()
+            await asyncio.sleep(self.interval)
+            # Cleared before waking: a frame added after its outbox took its batch sets it again.
+            self._work.clear()
+            now = loop.time()
+            for key, outbox in list(self._outboxes.items()):
+                if outbox.pending:
+                    outbox.wake()
+                elif now - outbox.last_active > OUTBOX_IDLE_SECONDS:
+                    del self._outboxes[key]
+                    await outbox.close()
+
+
+class ReplyStream:
+    """One attempt's replies: text as it is generated, then one done or error. ``chunks`` is how
+    many text frames it made (the ``seq`` values 0..chunks-1, and ``ChatDone.chunks``).
+
+    :meth:`token` and :meth:`done` raise :class:`RepliesLost` once a frame of this attempt could
+    not be published (the answer would have a hole); :meth:`error` still tries, and raises only
+    when the error itself is not published."""
+
+    def __init__(self, batcher: ReplyBatcher, request: ChatRequest, reply_to: str, attempt_id: str) -> None:
+        self._batcher = batcher
+        self._request = request
+        self._reply_to = reply_to
+        self.attempt = Attempt(
             request_id=request.request_id,
             user_id=request.user_id,
             org_id=request.org_id,
-            generation=attempt,
-            seq=seq,
-            content=text,
+            attempt_id=attempt_id,
+            trace_id=request.trace_id,
         )
-        await self._reply(request, reply_to, encoder.encode(chunk), "token")
 
-    async def done(self, request: ChatRequest, reply_to: str, done: ChatDone) -> None:
-        await self._reply(request, reply_to, encoder.encode(done), "done")
+    @property
+    def chunks(self) -> int:
+        return self.attempt.chunks
 
-    async def error(self, request: ChatRequest, reply_to: str, attempt: str, code: str, text: str) -> None:
+    async def token(self, text: str) -> None:
+        """Add generated text; the attempt's first text is published before this returns."""
+        if not text:
+            return
+        if not self._reply_to:
+            self.attempt.chunks += 1
+            return
+        self._raise_lost()
+        outbox = self._outbox()
+        first = self.attempt.chunks == 0
+        outbox.add_text(self.attempt, text)
+        if first:
+            await outbox.flush()
+        elif self._batcher.interval <= 0:
+            outbox.wake()
+
+    async def done(self, *, model: str, done_reason: str, usage: Usage, node: str | None) -> None:
+        """Publish the attempt's done (with everything before it); returns once it is published."""
+        request = self._request
+        done = ChatDone(
+            request_id=request.request_id,
+            user_id=request.user_id,
+            org_id=request.org_id,
+            generation=self.attempt.attempt_id,
+            session_id=request.session_id,
+            model=model,
+            chunks=self.attempt.chunks,
+            done_reason=done_reason,
+            usage=usage,
+            node=node,
+        )
+        if not self._reply_to:
+            return
+        self._raise_lost()
+        outbox = self._outbox()
+        outbox.add_final(self.attempt, done)
+        await outbox.flush()
+        self._raise_lost()  # frames before it were lost meanwhile: the done was not sent
+
+    async def error(self, code: str, message: str) -> None:
+        """Publish the attempt's error; returns once it is published."""
+        if not self._reply_to:
+            return
+        request = self._request
         error = ChatError(
             request_id=request.request_id,
             user_id=request.user_id,
             org_id=request.org_id,
-            generation=attempt,
+            generation=self.attempt.attempt_id,
             error=code,
-            message=text,
+            message=message,
         )
-        await self._reply(request, reply_to, encoder.encode(error), "error")
+        outbox = self._outbox()
+        outbox.add_final(self.attempt, error)
+        await outbox.flush()
 
-    async def session_event(
-        self, request: ChatRequest, version: int, kind: Literal["session.updated", "session.spilled"]
-    ) -> None:
-        assert request.session_id
-        event = SessionEvent(
-            event=kind,
-            request_id=request.request_id,
-            user_id=request.user_id,
-            org_id=request.org_id,
-            session_id=request.session_id,
-            version=version,
-            at=time.time(),
-            trace_id=request.trace_id,
-        )
-        await publish_session_event(self._events, event)
+    def _outbox(self) -> Outbox:
+        return self._batcher.outbox(self._reply_to, self._request.reply_mode)
 
-    async def _reply(self, request: ChatRequest, reply_to: str, body: bytes, kind: ReplyKind) -> None:
-        if not reply_to:
-            return  # an async job: nobody streams it; the outcome goes to the job record
-        await self._channel.default_exchange.publish(
-            aio_pika.Message(
-                body,
-                content_type="application/json",
-                correlation_id=request.request_id,
-                type=kind,
-                headers={HEADER_REQUEST_ID: request.request_id, HEADER_TRACE_ID: request.trace_id},
-                delivery_mode=aio_pika.DeliveryMode.NOT_PERSISTENT,
-            ),
-            routing_key=reply_to,
-            mandatory=False,
-        )
+    def _raise_lost(self) -> None:
+        failure = self.attempt.failure
+        if failure is not None:
+            raise RepliesLost(f"replies to {self._reply_to} were lost: {failure!r}") from failure

@@ -1,26 +1,33 @@
 """The inference worker: consumes ChatRequests, streams them through Ollama, publishes replies.
 
 Delivery rules: prefetch = concurrency, so RabbitMQ never hands a worker more requests than it can
-run at once; a request is acked only when its done/error reply is published, so a worker that dies
-mid-generation has its request redelivered (the gateway decides whether that is transparent).
-Invalid messages are rejected to the dead-letter queue, never requeued.
+run at once. Each message is handled inside :func:`~inference_worker.delivery.settled`, the one
+place it is acked or rejected: acked only when its done/error reply is published (or nobody waits
+any more), requeued when even the error reply could not be published or the worker stops past its
+grace period, dead-lettered when it is invalid. A worker that dies mid-generation has its request
+redelivered (the gateway decides whether that is transparent). Replies leave through the worker's
+one :class:`~inference_worker.replies.ReplyBatcher`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
-import itertools
 import time
 import uuid
 
 import aiohttp
 import msgspec
 import structlog
-from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractExchange,
+    AbstractIncomingMessage,
+    AbstractRobustConnection,
+)
 
-from broker.messages import ChatDone, ChatRequest, cancel_decoder, request_decoder
+from broker.events import publish_session_event, session_event
+from broker.messages import ChatRequest, cancel_decoder, request_decoder
 from common.amqp import connect, ready_messages, topology_for
 from common.archive import ArchiveStore
 from common.cancels import CancelMarkers
@@ -32,12 +39,13 @@ from common.redis import RedisClient, open_redis
 from common.service import Service
 from common.session_reader import SessionReader
 from common.sessions import SessionStore, Turn
+from inference_worker.delivery import DeadLetter, Outcome, settled
 from inference_worker.generation import Completion, ModelCaller, Progress
 from inference_worker.history import HistoryReader
 from inference_worker.metrics import WorkerMetrics
 from inference_worker.ollama import NodePool, OllamaClient, OllamaError
 from inference_worker.probe import NodeProber
-from inference_worker.replies import ReplyPublisher
+from inference_worker.replies import ReplyBatcher, ReplyStream
 from inference_worker.settings import WorkerSettings
 
 log = structlog.get_logger(__name__)
@@ -61,11 +69,15 @@ class InferenceWorker(Service):
         self._sessions: SessionStore | None = None
         self._jobs: JobStore | None = None
         self._connection: AbstractRobustConnection | None = None
+        self._channels: tuple[AbstractChannel, ...] = ()
         self._history: HistoryReader | None = None
         self._model_caller: ModelCaller | None = None
-        self._replies: ReplyPublisher | None = None
-        # Running requests by (owner, request id): a cancel stops only its own user's request.
-        self._tasks: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self._replies: ReplyBatcher | None = None
+        self._events: AbstractExchange | None = None
+        # Every message being handled (the slots in use), and the running requests by (owner,
+        # request id): a cancel stops only its own user's request.
+        self._running: set[asyncio.Task[None]] = set()
+        self._cancellable: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._cancel_reasons: dict[tuple[str, str], str] = {}
         self.metrics.slots.set(settings.concurrency)
 
@@ -75,7 +87,10 @@ class InferenceWorker(Service):
         consume. Each resource registers its shutdown step as it opens (see :meth:`close`)."""
         s, teardown = self.settings, self.teardown
         self._redis = redis = await open_redis(
-            s.common.redis_url, cluster=s.common.redis_cluster, max_connections=s.common.redis_max_connections
+            s.common.redis_url,
+            cluster=s.common.redis_cluster,
+            max_connections=s.common.redis_max_connections,
+            client_name=s.common.service_name,
         )
         teardown.push("redis_close", 5, redis.aclose)
         self._sessions = SessionStore(
@@ -91,13 +106,7 @@ class InferenceWorker(Service):
             ),
         )
         ollama = OllamaClient(http, read_timeout=s.ollama_read_timeout)
-        self._model_caller = ModelCaller(
-            self.pool,
-            ollama,
-            self.metrics,
-            flush_interval=s.chunk_flush_ms / 1000,
-            max_chars=s.chunk_max_chars,
-        )
+        self._model_caller = ModelCaller(self.pool, ollama, self.metrics)
         archive = await teardown.enter("s3_close", 10, ArchiveStore(s.s3))
         self._history = HistoryReader(
             redis,
@@ -111,10 +120,19 @@ class InferenceWorker(Service):
         teardown.push("amqp_close", 10, connection.close)
         reply_channel = await connection.channel(publisher_confirms=False)
         consume_channel = await connection.channel()
+        self._channels = (reply_channel, consume_channel)
         await consume_channel.set_qos(prefetch_count=s.concurrency)
         declared = await self.topology.declare(consume_channel)
-        events = await reply_channel.get_exchange(self.topology.events_exchange, ensure=False)
-        self._replies = ReplyPublisher(reply_channel, events)
+        self._events = await reply_channel.get_exchange(self.topology.events_exchange, ensure=False)
+        self._replies = ReplyBatcher(
+            reply_channel.default_exchange,
+            interval=s.chunk_flush_ms / 1000,
+            max_chars=s.chunk_max_chars,
+            metrics=self.metrics,
+        )
+        self._replies.start()
+        # Runs after the drain (steps run last-registered first): what the last answers left goes out.
+        teardown.push("replies_close", 5, self._replies.close)
         cancel_queue = await consume_channel.declare_queue(exclusive=True, auto_delete=True)
         await cancel_queue.bind(declared.cancel)
         await cancel_queue.consume(self._on_cancel, no_ack=True)
@@ -127,7 +145,7 @@ class InferenceWorker(Service):
             interval=s.ollama_probe_interval,
         )
         await prober.probe()  # know which node has which model before the first request
-        teardown.drain("drain", self._tasks.values(), s.shutdown_grace)
+        teardown.drain("drain", self._running, s.shutdown_grace)
         requests = declared.request_queue
         consumer_tag = await requests.consume(self._on_request)
         teardown.push("cancel_consumer", 5, functools.partial(requests.cancel, consumer_tag))
@@ -147,12 +165,12 @@ class InferenceWorker(Service):
 
     async def ready(self) -> bool:
         """True when the broker connection is open and Redis answers."""
-        return await broker_and_redis_ready(self._connection, self._redis)
+        return await broker_and_redis_ready(self._connection, self._redis, self._channels)
 
     @property
     def busy(self) -> int:
         """Requests being handled (each holds one of the ``concurrency`` slots)."""
-        return len(self._tasks)
+        return len(self._running)
 
     async def backlog(self) -> int:
         """Requests waiting in the request queue (shared by every worker)."""
@@ -161,29 +179,49 @@ class InferenceWorker(Service):
 
     # -- consuming -------------------------------------------------------------------------------
     async def _on_request(self, message: AbstractIncomingMessage) -> None:
+        task = asyncio.get_running_loop().create_task(self._process(message))
+        self._running.add(task)
+        self.metrics.busy_slots.set(len(self._running))
+        task.add_done_callback(self._finished_task)
+
+    def _finished_task(self, task: asyncio.Task[None]) -> None:
+        self._running.discard(task)
+        self.metrics.busy_slots.set(len(self._running))
+
+    async def _process(self, message: AbstractIncomingMessage) -> None:
+        """Handle one message inside :func:`settled`, the one owner of its ack or reject."""
+        try:
+            async with settled(message, self._count_settled):
+                request = self._admit(message)
+                key = (request.user_id, request.request_id)
+                task = asyncio.current_task()
+                assert task is not None
+                self._cancellable[key] = task
+                try:
+                    await self._handle(message, request)
+                finally:
+                    if self._cancellable.get(key) is task:  # a redelivered copy may have taken it
+                        del self._cancellable[key]
+                        self._cancel_reasons.pop(key, None)
+        except Exception as exc:  # settled() requeued the message; nobody awaits this task
+            log.error("request_requeued", error=repr(exc), message_id=message.message_id)
+
+    def _count_settled(self, outcome: Outcome) -> None:
+        self.metrics.settled.labels(outcome).inc()
+
+    def _admit(self, message: AbstractIncomingMessage) -> ChatRequest:
+        """The request, or :class:`DeadLetter` when it can never be answered."""
         try:
             request = request_decoder.decode(message.body)
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
             self.metrics.rejected.inc()
             log.warning("request_rejected_invalid", error=str(exc), message_id=message.message_id)
-            await message.reject(requeue=False)
-            return
+            raise DeadLetter("not a ChatRequest") from exc
         if not message.reply_to and not request.job_id:
             self.metrics.rejected.inc()
             log.warning("request_rejected_no_reply_to", request_id=request.request_id)
-            await message.reject(requeue=False)
-            return
-        key = (request.user_id, request.request_id)
-        task = asyncio.get_running_loop().create_task(self._handle(message, request))
-        self._tasks[key] = task
-        self.metrics.busy_slots.set(len(self._tasks))
-        task.add_done_callback(functools.partial(self._forget, key))
-
-    def _forget(self, key: tuple[str, str], task: asyncio.Task[None]) -> None:
-        if self._tasks.get(key) is task:  # a redelivered copy may have taken the slot meanwhile
-            del self._tasks[key]
-            self._cancel_reasons.pop(key, None)
-        self.metrics.busy_slots.set(len(self._tasks))
+            raise DeadLetter("no reply_to and no job")
+        return request
 
     async def _on_cancel(self, message: AbstractIncomingMessage) -> None:
         try:
@@ -192,19 +230,22 @@ class InferenceWorker(Service):
             log.warning("cancel_ignored_invalid")
             return
         key = (cancel.user_id, cancel.request_id)
-        task = self._tasks.get(key)
+        task = self._cancellable.get(key)
         if task is not None and not task.done():
             self._cancel_reasons[key] = cancel.reason
             task.cancel(msg="cancelled")
 
     async def _handle(self, message: AbstractIncomingMessage, request: ChatRequest) -> None:
+        """Answer ``request``. Returns once its outcome reached the client (done or error
+        published) or nobody waits for it any more; raises only when the client could not be told
+        (then :func:`settled` requeues the request) or on shutdown past the grace period."""
         structlog.contextvars.bind_contextvars(
             request_id=request.request_id, trace_id=request.trace_id, user_id=request.user_id
         )
+        assert self._replies is not None and self._history is not None
         # This attempt's id (the ``generation`` field of every reply): a redelivered request gets
         # a new one, so the gateway can tell a restarted answer from the one it was relaying.
-        attempt = uuid.uuid4().hex[:12]
-        reply_to = message.reply_to or ""
+        replies = self._replies.stream(request, message.reply_to or "", uuid.uuid4().hex[:12])
         started = time.time()
         progress = Progress()
         if message.redelivered:
@@ -213,41 +254,31 @@ class InferenceWorker(Service):
         try:
             if started > request.deadline:
                 self.metrics.generations.labels("expired", request.model).inc()
-                await self._fail(request, attempt, reply_to, "deadline_exceeded", "deadline passed")
-                await message.ack()
+                await self._fail(request, replies, "deadline_exceeded", "deadline passed")
                 return
-            assert self._history is not None
             cancelled, history = await self._history.prefetch(request)
             if not cancelled and request.job_id:
                 cancelled = await self._start_job(request)
             if cancelled:
                 self.metrics.generations.labels("cancelled", request.model).inc()
-                await message.ack()
                 return
             try:
                 async with asyncio.timeout(request.deadline - started):
-                    result = await self._call_model(request, attempt, reply_to, history, progress)
+                    result = await self._call_model(request, replies, history, progress)
             except OllamaError as exc:
                 self.metrics.generations.labels("error", request.model).inc()
                 self.metrics.errors.labels(exc.code).inc()
                 log.warning("generation_failed", error=exc.code, detail=str(exc))
-                await self._fail(request, attempt, reply_to, exc.code, str(exc))
-                await message.ack()
+                await self._fail(request, replies, exc.code, str(exc))
                 return
             except TimeoutError:
                 self.metrics.generations.labels("expired", request.model).inc()
                 self._record_partial(progress, request)
                 await self._fail(
-                    request,
-                    attempt,
-                    reply_to,
-                    "deadline_exceeded",
-                    "the answer did not finish in time",
-                    progress,
+                    request, replies, "deadline_exceeded", "the answer did not finish in time", progress
                 )
-                await message.ack()
                 return
-            await self._finish(request, attempt, reply_to, result)
+            await self._finish(request, replies, result)
             self.metrics.generations.labels("ok", request.model).inc()
             log.info(
                 "generation_finished",
@@ -257,34 +288,29 @@ class InferenceWorker(Service):
                 completion_tokens=result.usage.completion_tokens,
                 duration_ms=round((time.time() - started) * 1000, 1),
             )
-            await message.ack()
         except asyncio.CancelledError:
             reason = self._cancel_reasons.get((request.user_id, request.request_id))
             if reason is None:
-                # Shutdown past the grace period: leave the message unacked for redelivery.
-                raise
+                raise  # shutdown past the grace period: settled() requeues the request
             current = asyncio.current_task()
             if current is not None:
                 current.uncancel()
             self.metrics.generations.labels("cancelled", request.model).inc()
             self._record_partial(progress, request)
             log.info("generation_cancelled", reason=reason, partial_tokens=progress.tokens)
-            with contextlib.suppress(Exception):
-                if request.job_id and self._jobs is not None:
-                    await self._jobs.finish(
-                        request.user_id,
-                        request.job_id,
-                        "cancelled",
-                        response=progress.text(),
-                        usage={"completion_tokens": progress.tokens},
-                    )
-                await message.ack()
+            if request.job_id and self._jobs is not None:
+                await self._jobs.finish(
+                    request.user_id,
+                    request.job_id,
+                    "cancelled",
+                    response=progress.text(),
+                    usage={"completion_tokens": progress.tokens},
+                )
         except Exception as exc:
             self.metrics.errors.labels(type(exc).__name__).inc()
             log.exception("generation_crashed", error_type=type(exc).__name__)
-            with contextlib.suppress(Exception):
-                await self._fail(request, attempt, reply_to, "internal_error", "the worker failed")
-                await message.ack()
+            # If this raises too, the client cannot be told: settled() requeues the request.
+            await self._fail(request, replies, "internal_error", "the worker failed", progress)
         finally:
             structlog.contextvars.unbind_contextvars("request_id", "trace_id", "user_id")
 
@@ -305,15 +331,13 @@ class InferenceWorker(Service):
     async def _fail(
         self,
         request: ChatRequest,
-        attempt: str,
-        reply_to: str,
+        replies: ReplyStream,
         code: str,
         text: str,
         progress: Progress | None = None,
     ) -> None:
         """Tell the waiting client (if any) and record the failure on the job (if any)."""
-        assert self._replies is not None
-        await self._replies.error(request, reply_to, attempt, code, text)
+        await replies.error(code, text)
         if request.job_id and self._jobs is not None:
             await self._jobs.finish(
                 request.user_id,
@@ -326,22 +350,15 @@ class InferenceWorker(Service):
             )
 
     async def _call_model(
-        self, request: ChatRequest, attempt: str, reply_to: str, history: list[Turn], progress: Progress
+        self, request: ChatRequest, replies: ReplyStream, history: list[Turn], progress: Progress
     ) -> Completion:
-        assert self._model_caller is not None and self._replies is not None
-        replies = self._replies
-        seq = itertools.count()
-
-        async def emit(text: str) -> None:
-            await replies.chunk(request, reply_to, attempt, next(seq), text)
-            self.metrics.chunks.inc()
-
+        assert self._model_caller is not None
         messages = HistoryReader.conversation(request, history)
-        return await self._model_caller.run(request, messages, emit, progress)
+        return await self._model_caller.run(request, messages, replies.token, progress)
 
-    async def _finish(self, request: ChatRequest, attempt: str, reply_to: str, result: Completion) -> None:
+    async def _finish(self, request: ChatRequest, replies: ReplyStream, result: Completion) -> None:
         """Record the turns first, so a follow-up request sent after ``done`` sees this answer."""
-        assert self._sessions is not None and self._replies is not None
+        assert self._sessions is not None and self._events is not None
         usage = {
             "prompt_tokens": result.usage.prompt_tokens,
             "completion_tokens": result.usage.completion_tokens,
@@ -350,26 +367,18 @@ class InferenceWorker(Service):
             appended = await self._sessions.append(
                 request.user_id, request.org_id, request.session_id, _turns(request, result, usage)
             )
-            await self._replies.session_event(request, appended.version, "session.updated")
+            updated = session_event(request, "session.updated", appended.version)
+            await publish_session_event(self._events, updated)
             if appended.spilled >= self.settings.spill_archive_turns:
                 # Turns over the Redis cap wait in the spill list; have the archiver store them now.
-                await self._replies.session_event(request, appended.version, "session.spilled")
+                spilled = session_event(request, "session.spilled", appended.version)
+                await publish_session_event(self._events, spilled)
         if request.job_id and self._jobs is not None:
             job = request.job_id
             await self._jobs.finish(request.user_id, job, "done", response=result.text, usage=usage)
-        done = ChatDone(
-            request_id=request.request_id,
-            user_id=request.user_id,
-            org_id=request.org_id,
-            generation=attempt,
-            session_id=request.session_id,
-            model=request.model,
-            chunks=result.chunks,
-            done_reason=result.done_reason,
-            usage=result.usage,
-            node=result.node,
+        await replies.done(
+            model=request.model, done_reason=result.done_reason, usage=result.usage, node=result.node
         )
-        await self._replies.done(request, reply_to, done)
 
 
 def _turns(request: ChatRequest, result: Completion, usage: dict[str, int]) -> list[Turn]:

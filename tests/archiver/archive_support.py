@@ -9,9 +9,27 @@ from typing import Any
 import aioboto3
 from helpers import auth_header
 
+from common.archive import INDEX_PREFIX
+
 
 async def s3_objects(base_env: dict[str, str]) -> dict[str, dict[str, Any]]:
-    """Every object of the test's bucket, decoded: key -> archived session."""
+    """Every archived session of the test's bucket, decoded: key -> archived session."""
+    stored = await s3_contents(base_env)
+    return {
+        key: json.loads(gzip.decompress(body))
+        for key, body in stored.items()
+        if not key.startswith(INDEX_PREFIX)
+    }
+
+
+async def s3_index(base_env: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """The bucket's index entries, decoded: key -> pointer."""
+    stored = await s3_contents(base_env)
+    return {key: json.loads(body) for key, body in stored.items() if key.startswith(INDEX_PREFIX)}
+
+
+async def s3_contents(base_env: dict[str, str]) -> dict[str, bytes]:
+    """Every object of the test's bucket: key -> body."""
     session = aioboto3.Session()
     async with session.client(
         "s3",
@@ -27,7 +45,7 @@ async def s3_objects(base_env: dict[str, str]) -> dict[str, dict[str, Any]]:
         objects = {}
         for entry in listing.get("Contents", []):
             body = await (await s3.get_object(Bucket=base_env["S3_BUCKET"], Key=entry["Key"]))["Body"].read()
-            objects[entry["Key"]] = json.loads(gzip.decompress(body))
+            objects[entry["Key"]] = body
         return objects
 
 

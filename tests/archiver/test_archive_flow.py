@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from archive_support import chat, s3_objects
+from archive_support import chat, s3_contents, s3_objects
 from helpers import KeyPair, auth_header, wait_for
 
 
@@ -119,7 +119,7 @@ async def test_delete_erases_redis_and_archive_and_spares_others(
     await archiver.run_until_idle()
     assert len(await s3_objects(base_env)) == 1
     assert (await gateway.delete("/sessions/gone", headers=auth_header(alice))).status == 204
-    assert await s3_objects(base_env) == {}
+    assert await s3_contents(base_env) == {}, "the object and its index entry are gone"
     assert (await gateway.get("/sessions/gone", headers=auth_header(alice))).status == 404
     assert (await gateway.delete("/sessions/gone", headers=auth_header(alice))).status == 404
     kept = await (await gateway.get("/sessions", headers=auth_header(alice))).json()

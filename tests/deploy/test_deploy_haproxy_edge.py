@@ -114,6 +114,7 @@ async def test_ready_follows_the_gateways(haproxy_factory: HAProxyFactory, upstr
         async with session.get(f"{proxy.http_url}/chat") as response:
             assert response.status == 503
             assert (await response.json())["error"] == "unavailable"
+            assert response.headers["Retry-After"] == "1"
 
     proxy = await _all_gateways(haproxy_factory, upstream)
     async with aiohttp.ClientSession() as session, session.get(f"{proxy.http_url}/ready") as response:

@@ -17,7 +17,8 @@ import aio_pika
 import pytest
 from helpers import KeyPair, auth_header, read_sse, text_of, wait_for
 
-from broker.messages import Cancel, ChatRequest, TokenChunk, encoder
+from broker.envelope import envelope
+from broker.messages import Cancel, ChatDone, ChatRequest, ReplyBatch, TokenChunk, Usage, encoder
 from broker.topology import QueueLimits, Topology
 from gateway.replies import ReplyRouter
 from inference_worker.simulator import STATE_KEY as SIM_STATE
@@ -228,5 +229,57 @@ async def test_router_drops_a_reply_for_another_user(amqp: Any, namespace: str) 
             assert dropped == ["mismatched", "mismatched"]
             with pytest.raises(RuntimeError), router.subscribe("rid-1", "bob"):
                 pass
+    finally:
+        await router.close()
+
+
+async def test_router_fans_a_batch_out_to_the_owners_of_its_frames_only(amqp: Any, namespace: str) -> None:
+    """One batch carries frames of several requests and users: each frame reaches only the
+    subscriber whose request and user it names; frames naming anything else are dropped."""
+    channel = await amqp.channel()
+    dropped: list[str] = []
+    router = ReplyRouter(channel, f"{namespace}.replies.batch", expires_seconds=60, on_drop=dropped.append)
+    await router.start()
+
+    def chunk(request_id: str, user_id: str, content: str, seq: int = 0) -> TokenChunk:
+        return TokenChunk(
+            request_id=request_id, user_id=user_id, org_id="o", generation="g", seq=seq, content=content
+        )
+
+    done = ChatDone(
+        request_id="rid-a",
+        user_id="alice",
+        org_id="o",
+        generation="g",
+        session_id=None,
+        model="m",
+        chunks=2,
+        done_reason="stop",
+        usage=Usage(),
+    )
+    frames = [
+        chunk("rid-a", "alice", "alice 1"),
+        chunk("rid-a", "bob", "bob posing as alice's request"),
+        chunk("rid-b", "alice", "a request nobody here waits for"),
+        chunk("rid-c", "carol", "carol 1"),
+        chunk("rid-c", "alice", "alice's frame naming carol's request"),
+        chunk("rid-a", "alice", "alice 2", seq=1),
+        done,
+    ]
+    try:
+        with router.subscribe("rid-a", "alice") as alice, router.subscribe("rid-c", "carol") as carol:
+            body = encoder.encode(ReplyBatch(frames=frames))
+            # A correlation id on a batch routes nothing: every frame is checked on its own.
+            for correlation_id in (None, "rid-a", "rid-gone"):
+                message = envelope(body, type="batch", persistent=False, correlation_id=correlation_id)
+                await channel.default_exchange.publish(message, routing_key=router.address)
+                got_alice = [await asyncio.wait_for(alice.get(), timeout=5) for _ in range(3)]
+                got_carol = [await asyncio.wait_for(carol.get(), timeout=5)]
+                assert [getattr(r, "content", "done") for r in got_alice] == ["alice 1", "alice 2", "done"]
+                assert all(r.user_id == "alice" and r.request_id == "rid-a" for r in got_alice)
+                assert [(r.user_id, r.content) for r in got_carol] == [("carol", "carol 1")]  # type: ignore[union-attr]
+            await asyncio.sleep(0.2)
+            assert alice.empty() and carol.empty()
+            assert dropped == ["mismatched", "unroutable", "mismatched"] * 3
     finally:
         await router.close()
