@@ -194,17 +194,23 @@ class ArchiveStore:
         except _ERRORS as exc:
             raise ArchiveUnavailable(f"S3 unreachable: {exc}") from exc
 
-    async def get(self, key: str) -> ArchivedSession | None:
+    async def _read(self, key: str) -> bytes | None:
+        """An object's bytes; None when it (or the bucket) does not exist."""
         try:
             response = await self._client.get_object(Bucket=self.bucket, Key=key)
             async with response["Body"] as stream:
-                body = await stream.read()
+                return bytes(await stream.read())
         except ClientError as exc:
             if _status(exc) in {"NoSuchKey", "404", "NoSuchBucket"}:
                 return None
             raise ArchiveUnavailable(f"cannot read {key}: {exc}") from exc
         except _ERRORS as exc:
             raise ArchiveUnavailable(f"S3 unreachable: {exc}") from exc
+
+    async def get(self, key: str) -> ArchivedSession | None:
+        body = await self._read(key)
+        if body is None:
+            return None
         try:
             return _decoder.decode(gzip.decompress(body))
         except (OSError, EOFError, msgspec.DecodeError) as exc:
@@ -249,16 +255,9 @@ class ArchiveStore:
     async def find(self, user_id: str, session_id: str) -> ArchivePointer | None:
         """The session's pointer from the bucket's own index (None when it was never archived)."""
         entry = index_key(user_id, session_id)
-        try:
-            response = await self._client.get_object(Bucket=self.bucket, Key=entry)
-            async with response["Body"] as stream:
-                body = await stream.read()
-        except ClientError as exc:
-            if _status(exc) in {"NoSuchKey", "404", "NoSuchBucket"}:
-                return None
-            raise ArchiveUnavailable(f"cannot read {entry}: {exc}") from exc
-        except _ERRORS as exc:
-            raise ArchiveUnavailable(f"S3 unreachable: {exc}") from exc
+        body = await self._read(entry)
+        if body is None:
+            return None
         try:
             return _pointer_decoder.decode(body)
         except msgspec.DecodeError as exc:

@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from helpers import KeyPair, RabbitManagement, simulator_url, start_client, start_server
 from rediscluster import LocalRedisCluster
 from s3server import MotoServer
+from tcp_proxy import TcpProxy, target_of
 
 from archiver.settings import ArchiverSettings
 from archiver.worker import Archiver
@@ -313,3 +314,12 @@ async def archiver_factory(
     yield start
     for archiver in reversed(started):
         await archiver.close()
+
+
+@pytest.fixture
+async def broker_proxy(rabbitmq_url: str) -> AsyncIterator[TcpProxy]:
+    """A TCP forwarder to RabbitMQ that a test can cut and restore: a broker outage on demand."""
+    proxy = TcpProxy(*target_of(rabbitmq_url, 5672))
+    await proxy.start()
+    yield proxy
+    await proxy.close()

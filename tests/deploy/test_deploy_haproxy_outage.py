@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
 from deploy_support import StackFactory
 from helpers import KeyPair, SingleRedis, auth_header, read_sse
-from tcp_proxy import TcpProxy, target_of, via
+from tcp_proxy import TcpProxy, via
 
 GATEWAYS = {f"gateways/gateway{i}": "DOWN" for i in (1, 2, 3)}
 
@@ -22,14 +21,6 @@ GATEWAYS = {f"gateways/gateway{i}": "DOWN" for i in (1, 2, 3)}
 def redis_target(single_redis_url: str) -> SingleRedis:
     """The outage is the broker's: one Redis is enough here."""
     return SingleRedis(single_redis_url)
-
-
-@pytest.fixture
-async def broker_proxy(rabbitmq_url: str) -> AsyncIterator[TcpProxy]:
-    proxy = TcpProxy(*target_of(rabbitmq_url, 5672))
-    await proxy.start()
-    yield proxy
-    await proxy.close()
 
 
 async def test_a_broker_outage_drains_the_gateways_and_the_front_door_answers_503_at_once(

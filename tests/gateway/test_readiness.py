@@ -22,14 +22,6 @@ def redis_target(single_redis_url: str) -> SingleRedis:
 
 
 @pytest.fixture
-async def broker_proxy(rabbitmq_url: str) -> AsyncIterator[TcpProxy]:
-    proxy = TcpProxy(*target_of(rabbitmq_url, 5672))
-    await proxy.start()
-    yield proxy
-    await proxy.close()
-
-
-@pytest.fixture
 async def redis_proxy(single_redis_url: str) -> AsyncIterator[TcpProxy]:
     proxy = TcpProxy(*target_of(single_redis_url, 6379))
     await proxy.start()
