@@ -15,7 +15,7 @@ from typing import Protocol
 import structlog
 from aiohttp import web
 
-from broker.messages import Cancel, ChatDone, ChatError, ChatRequest, TokenChunk
+from broker.messages import Cancel, ChatDone, ChatError, ChatRequest, Reply, TokenChunk
 from common.http import ApiError
 from gateway.appkeys import LIFECYCLE, METRICS, PUBLISHER, ROUTER, SETTINGS
 from gateway.publisher import NotQueued, QueueFull
@@ -143,6 +143,9 @@ class _Relay:
         self.metrics.in_flight.inc()
         seq = 0
         parts: list[str] = []
+        # Events of replies that arrived together go out in one socket write: ``out`` holds what
+        # is not written yet, and is written before waiting for the next reply.
+        out: list[bytes] = []
         try:
             await response.prepare(self.request)
             # aiohttp sends the headers with the first body bytes: start the stream now, so clients
@@ -150,19 +153,25 @@ class _Relay:
             await response.write(fmt.heartbeat)
             while True:
                 try:
-                    reply = await self.cursor.next()
+                    reply: Reply | Heartbeat | None = self.cursor.next_nowait() if out else None
+                    if reply is None:
+                        if out:
+                            await response.write(b"".join(out))
+                            out.clear()
+                        reply = await self.cursor.next()
                 except Interrupted:
                     await self._stream_error(
                         response,
                         fmt,
                         "generation_interrupted",
                         "the model worker failed mid-answer; please retry",
+                        out,
                     )
                     self._cancel("user_cancelled")
                     return response
                 except DeadlineExceeded:
                     await self._stream_error(
-                        response, fmt, "deadline_exceeded", "the answer did not finish in time"
+                        response, fmt, "deadline_exceeded", "the answer did not finish in time", out
                     )
                     self._cancel("deadline_exceeded")
                     return response
@@ -170,17 +179,17 @@ class _Relay:
                     await response.write(fmt.heartbeat)
                 elif isinstance(reply, TokenChunk):
                     self._first_token()
-                    await response.write(fmt.token(reply.content, seq))
+                    out.append(fmt.token(reply.content, seq))
                     parts.append(reply.content)
                     self.cursor.mark_delivered()
                     seq += 1
                 elif isinstance(reply, ChatDone):
-                    await response.write(fmt.done(reply, "".join(parts)))
+                    out.append(fmt.done(reply, "".join(parts)))
                     self.outcome = "ok"
-                    await response.write_eof()
+                    await response.write_eof(b"".join(out))
                     return response
                 elif isinstance(reply, ChatError):
-                    await self._stream_error(response, fmt, reply.error, reply.message)
+                    await self._stream_error(response, fmt, reply.error, reply.message, out)
                     return response
         except (asyncio.CancelledError, ConnectionResetError):
             self._cancel("client_disconnected")
@@ -189,12 +198,12 @@ class _Relay:
             self.metrics.in_flight.dec()
 
     async def _stream_error(
-        self, response: web.StreamResponse, fmt: StreamFormat, code: str, message: str
+        self, response: web.StreamResponse, fmt: StreamFormat, code: str, message: str, out: list[bytes]
     ) -> None:
+        """End the stream with an error event, after any events not written yet."""
         self.outcome = code
         self.metrics.relay_errors.labels(code).inc()
-        await response.write(fmt.error(code, message))
-        await response.write_eof()
+        await response.write_eof(b"".join([*out, fmt.error(code, message)]))
 
     async def collect(self) -> Answer:
         parts: list[str] = []

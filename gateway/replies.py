@@ -168,6 +168,20 @@ class ReplyCursor:
             reply = await self._receive()
         if isinstance(reply, Heartbeat):
             return reply
+        return self._follow(reply)
+
+    def next_nowait(self) -> Reply | None:
+        """Like :meth:`next`, but None instead of waiting when no reply is queued yet (lets a
+        writer coalesce replies that arrived together into one socket write)."""
+        if self._deadline - asyncio.get_running_loop().time() <= 0:
+            raise DeadlineExceeded
+        while not self._queue.empty():
+            reply = self._queue.get_nowait()
+            if reply.generation not in self._abandoned:
+                return self._follow(reply)
+        return None
+
+    def _follow(self, reply: Reply) -> Reply:
         if self.generation is None:
             self.generation = reply.generation
         elif reply.generation != self.generation:

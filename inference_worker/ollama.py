@@ -113,6 +113,10 @@ class OllamaNode:
         return self.models is None or model in self.models or f"{model}:latest" in self.models
 
 
+# One NDJSON line of Ollama's stream holds one token (or the final statistics): far below this.
+MAX_LINE_BYTES = 1 << 20
+
+
 class NodePool:
     """Routes generations to nodes: least busy first, within each node's parallel limit.
 
@@ -237,16 +241,22 @@ class OllamaClient:
             response.close()
 
     async def _lines(self, response: aiohttp.ClientResponse) -> AsyncIterator[OllamaLine]:
+        # Reads whatever has arrived and splits it into lines here: one read per network chunk
+        # rather than one readline() per token (this runs for every token of every answer).
+        pending = b""
         try:
-            async for raw in response.content:
-                if not raw.strip():
-                    continue
-                try:
-                    line = _line_decoder.decode(raw)
-                except msgspec.DecodeError as exc:
-                    raise StreamFailed(f"undecodable line from model node: {exc}") from exc
-                if line.error is not None:
-                    raise StreamFailed(line.error)
+            async for chunk in response.content.iter_any():
+                *complete, pending = (pending + chunk).split(b"\n")
+                if len(pending) > MAX_LINE_BYTES:  # a node that never ends its line: not Ollama
+                    raise NodeFailed(f"the model node sent a line over {MAX_LINE_BYTES} bytes")
+                for raw in complete:
+                    line = _decode_line(raw)
+                    if line is not None:
+                        yield line
+                        if line.done:
+                            return
+            line = _decode_line(pending)  # a last line without its newline
+            if line is not None:
                 yield line
                 if line.done:
                     return
@@ -273,6 +283,19 @@ class OllamaClient:
                     names.add(value)
                     names.add(value.removesuffix(":latest"))
         return frozenset(names)
+
+
+def _decode_line(raw: bytes) -> OllamaLine | None:
+    """One NDJSON line of a chat stream; None for a blank line."""
+    if not raw.strip():
+        return None
+    try:
+        line = _line_decoder.decode(raw)
+    except msgspec.DecodeError as exc:
+        raise StreamFailed(f"undecodable line from model node: {exc}") from exc
+    if line.error is not None:
+        raise StreamFailed(line.error)
+    return line
 
 
 async def _raise_for_status(response: aiohttp.ClientResponse, model: str) -> None:
