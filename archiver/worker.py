@@ -32,13 +32,14 @@ from common.archive import (
     ArchiveUnavailable,
     merge_turns,
     object_key,
+    pointer_of,
 )
 from common.health import broker_and_redis_ready
 from common.keyspace import Keyspace
-from common.redis import RedisClient, open_redis
+from common.redis import RedisClient, open_service_redis
 from common.service import Service
 from common.session_reader import SessionReader
-from common.sessions import ArchivePointer, SessionStore
+from common.sessions import SessionStore
 
 log = structlog.get_logger(__name__)
 ATTEMPTS_HEADER = "x-archive-attempts"
@@ -67,12 +68,7 @@ class Archiver(Service):
         """Open Redis, S3 and the broker, then consume (and sweep idle sessions unless ``sweep``
         is false). Each resource registers its shutdown step as it opens (see :meth:`close`)."""
         s, teardown = self.settings, self.teardown
-        self._redis = redis = await open_redis(
-            s.common.redis_url,
-            cluster=s.common.redis_cluster,
-            max_connections=s.common.redis_max_connections,
-            client_name=s.common.service_name,
-        )
+        self._redis = redis = await open_service_redis(s.common)
         teardown.push("redis_close", 5, redis.aclose)
         self._sessions = SessionStore(redis, self.keys)
         self._reader = SessionReader(self._sessions, self.store)
@@ -265,16 +261,6 @@ class Archiver(Service):
         if await sessions.deleted(user_id, session_id):
             await self.store.delete(key)  # deleted while we were writing: leave nothing behind
             return "gone"
-        pointer = ArchivePointer(
-            key=key,
-            org_id=meta.org_id,
-            title=document.title,
-            turns=len(document.turns),
-            created_at=document.created_at,
-            last_activity=document.last_activity,
-            archived_at=document.archived_at,
-            version=meta.version,
-        )
-        removed = await sessions.finish_archive(snapshot, pointer, remove=finishing)
+        removed = await sessions.finish_archive(snapshot, pointer_of(key, document), remove=finishing)
         log.info("session_archived", key=key, turns=len(document.turns), removed=removed)
         return "removed" if removed else "kept"

@@ -41,7 +41,7 @@ from common.http import (
     security_headers_middleware,
 )
 from common.keyspace import Keyspace
-from common.redis import REDIS_UNAVAILABLE, RedisClient, open_redis
+from common.redis import REDIS_UNAVAILABLE, RedisClient, open_service_redis
 from common.revocation import REVOCATION_MARGIN_SECONDS, TokenRevocation
 
 __all__ = ["close_redis", "create_app"]
@@ -63,12 +63,7 @@ async def close_redis(client: RedisClient) -> None:
 async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     common = settings.common
-    redis = await open_redis(
-        common.redis_url,
-        cluster=common.redis_cluster,
-        max_connections=common.redis_max_connections,
-        client_name=common.service_name,
-    )
+    redis = await open_service_redis(common)
     keys = app[KEYS]
     # A login's revocation must outlive the newest access token issued under it.
     login_ttl = settings.access_token_ttl + settings.token_leeway

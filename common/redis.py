@@ -43,6 +43,8 @@ from redis.exceptions import (
     SlotNotCoveredError,
 )
 
+from common.settings import CommonSettings
+
 __all__ = [
     "CONNECT_TIMEOUT_SECONDS",
     "HEALTH_CHECK_SECONDS",
@@ -52,6 +54,7 @@ __all__ = [
     "RedisClient",
     "create_redis",
     "open_redis",
+    "open_service_redis",
 ]
 
 RedisClient: TypeAlias = Redis | RedisCluster
@@ -134,3 +137,14 @@ async def open_redis(
         with contextlib.suppress(RedisError, RedisClusterException, OSError):
             await client.initialize()
     return client
+
+
+async def open_service_redis(common: CommonSettings, *, client_name: str | None = None) -> RedisClient:
+    """:func:`open_redis` as a service's settings say (URL, cluster or not, pool size); the client
+    is named for the service in ``CLIENT LIST`` unless ``client_name`` says otherwise."""
+    return await open_redis(
+        common.redis_url,
+        cluster=common.redis_cluster,
+        max_connections=common.redis_max_connections,
+        client_name=client_name or common.service_name,
+    )

@@ -27,7 +27,7 @@ from common.http import (
 from common.jobs import JobStore
 from common.keyspace import Keyspace
 from common.models import ModelRegistry
-from common.redis import REDIS_UNAVAILABLE, open_redis
+from common.redis import REDIS_UNAVAILABLE, open_service_redis
 from common.runtime import within
 from common.session_reader import SessionReader
 from common.sessions import SessionStore
@@ -81,12 +81,7 @@ async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
     """The Redis client and the stores on it."""
     settings, keys = app[SETTINGS], app[KEYS]
     common = settings.common
-    redis = await open_redis(
-        common.redis_url,
-        cluster=common.redis_cluster,
-        max_connections=common.redis_max_connections,
-        client_name=f"gateway-{settings.instance_id}",
-    )
+    redis = await open_service_redis(common, client_name=f"gateway-{settings.instance_id}")
     app[REDIS] = redis
     app[SESSIONS] = SessionStore(redis, keys)
     app[JOBS] = JobStore(redis, keys, ttl=common.job_ttl)

@@ -35,7 +35,7 @@ from common.health import broker_and_redis_ready
 from common.jobs import JobStore
 from common.keyspace import Keyspace
 from common.models import ModelRegistry
-from common.redis import RedisClient, open_redis
+from common.redis import RedisClient, open_service_redis
 from common.service import Service
 from common.session_reader import SessionReader
 from common.sessions import SessionStore, Turn
@@ -86,12 +86,7 @@ class InferenceWorker(Service):
         """Open Redis, the Ollama HTTP client, S3 and the broker, learn the nodes' models, then
         consume. Each resource registers its shutdown step as it opens (see :meth:`close`)."""
         s, teardown = self.settings, self.teardown
-        self._redis = redis = await open_redis(
-            s.common.redis_url,
-            cluster=s.common.redis_cluster,
-            max_connections=s.common.redis_max_connections,
-            client_name=s.common.service_name,
-        )
+        self._redis = redis = await open_service_redis(s.common)
         teardown.push("redis_close", 5, redis.aclose)
         self._sessions = SessionStore(
             redis, self.keys, max_turns=s.session_max_turns, max_bytes=s.session_max_bytes
