@@ -281,6 +281,14 @@ class SessionStore:
 
     async def pointer(self, user_id: str, session_id: str) -> ArchivePointer | None:
         raw = await self._redis.hget(self._keys.session_archive(user_id), session_id)
+        return self.decode_pointer(raw)
+
+    def queue_pointer(self, pipe: Any, user_id: str, session_id: str) -> None:
+        """Queue :meth:`pointer`'s read on a caller's pipeline; decode with :meth:`decode_pointer`."""
+        pipe.hget(self._keys.session_archive(user_id), session_id)
+
+    @staticmethod
+    def decode_pointer(raw: bytes | str | None) -> ArchivePointer | None:
         return None if raw is None else _pointer_decoder.decode(raw)
 
     async def mark_deleted(self, user_id: str, session_id: str, *, deleted: bool = True) -> None:
