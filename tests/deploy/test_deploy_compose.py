@@ -238,7 +238,7 @@ def test_gateways_verify_with_the_auth_public_key(
 def test_dockerfile_builds_one_non_root_image() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert re.search(r"^FROM python:3\.11-slim\b", dockerfile, re.MULTILINE)
-    assert "pip install ." in dockerfile
+    assert "uv sync --locked" in dockerfile  # the lock (test_deploy_lock.py)
     users = re.findall(r"^USER\s+(\S+)", dockerfile, re.MULTILINE)
     assert users and not users[-1].startswith(("root", "0")), users
     ignored = set((ROOT / ".dockerignore").read_text().split())
