@@ -19,7 +19,7 @@ help:
 	@echo "make fuzz    - property-based API test (schemathesis) against the real services, 10 min"
 	@echo "make lint    - ruff only"
 	@echo "make deploy  - production topology with Docker Compose (./deploy_enterprise.sh; also: make up)"
-	@echo "make ps | make logs [svc=gateway-1] | make scale WORKERS=n GATEWAYS=n | make backup | make down"
+	@echo "make ps | make logs [svc=gateway] | make scale WORKERS=n GATEWAYS=n | make backup | make down"
 
 # -- install: the locked environment (uv.lock; README, "Dependencies") ------------------------------
 # .venv holds exactly the versions in uv.lock (runtime + the dev extra; the Dockerfile takes the
