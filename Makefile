@@ -63,7 +63,7 @@ typecheck: $(STAMP)
 pytest: $(STAMP) services test-tools
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
-test: lint typecheck pytest
+test: lint typecheck k8s-validate pytest
 
 # make bench ARGS="..." (README, Benchmarks): --via-haproxy needs haproxy, --profile needs py-spy.
 bench: $(STAMP) services
@@ -111,3 +111,10 @@ scale:
 
 backup:
 	$(MANAGE) backup
+
+# -- Kubernetes (deploy/kubernetes: Kustomize base + overlays; README, "Kubernetes") ----------------
+# Renders every kustomization with the locked kubectl and validates it offline: Kubernetes' schemas
+# (kubernetes-validate) and the KEDA / prometheus-operator CRD schemas (deploy/kubernetes/validate.py).
+.PHONY: k8s-validate
+k8s-validate: $(STAMP)
+	$(PY) deploy/kubernetes/validate.py
