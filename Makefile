@@ -45,7 +45,13 @@ install: $(STAMP)
 
 # Re-resolve pyproject.toml into uv.lock: keeps every locked version that still satisfies it, adds
 # what is new. `make lock ARGS=--upgrade` (or ARGS="--upgrade-package aiohttp") moves versions on.
+# A uv.lock left with merge-conflict markers is first set back to this branch's side (HEAD): the
+# re-resolution then takes in the merged pyproject.toml, so one `make lock` settles the conflict.
 lock: | $(UV)
+	@if grep -q '^<<<<<<< ' uv.lock 2>/dev/null; then \
+		echo "uv.lock has conflict markers: starting from HEAD's and re-resolving"; \
+		git checkout HEAD -- uv.lock 2>/dev/null || rm -f uv.lock; \
+	fi
 	$(UV_RUN) lock $(ARGS)
 	@$(MAKE) --no-print-directory install
 # -- end install ----------------------------------------------------------------------------------

@@ -76,7 +76,8 @@ def test_make_install_refuses_a_stale_lock_and_syncs_exactly() -> None:
     assert STALE in makefile
     assert "pip install" not in recipe, "the environment comes from the lock, not from pip"
     # `make lock` is the one command that refreshes it.
-    assert re.search(r"^lock: .*\n\t\$\(UV_RUN\) lock\b", makefile, re.MULTILINE)
+    lock_rule = re.search(r"^lock: .*$((?:\n\t.*)+)", makefile, re.MULTILINE)
+    assert lock_rule and "\t$(UV_RUN) lock $(ARGS)\n" in lock_rule.group(1) + "\n"
     # `make run` and `make test` (so CI) depend on the locked environment.
     for target in ("run", "lint", "typecheck", "pytest"):
         assert re.search(rf"^{target}: .*\$\(STAMP\)", makefile, re.MULTILINE), target
