@@ -70,6 +70,27 @@ def _bootstrap_admin(env: Env, environment: str) -> BootstrapAdmin | None:
     )
 
 
+DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/enterprise_chat"
+
+
+def _database_url(env: Env, environment: str) -> str:
+    url = env.optional("DATABASE_URL")
+    if url is None:
+        if environment == "production":
+            raise SettingsError("DATABASE_URL is required in production (postgresql://user:pass@host/db)")
+        return DEFAULT_DATABASE_URL
+    if not url.startswith(("postgresql://", "postgres://")):
+        raise SettingsError("DATABASE_URL must be postgresql://user[:password]@host[:port]/database")
+    return url
+
+
+def _internal_token(env: Env, environment: str) -> str:
+    token = env.optional("INTERNAL_API_TOKEN") or ""
+    if not token and environment == "production":
+        raise SettingsError("INTERNAL_API_TOKEN is required in production (shared by auth and gateways)")
+    return token
+
+
 def _trusted_proxies(env: Env) -> tuple[Network, ...]:
     networks: list[Network] = []
     for item in env.list("AUTH_TRUSTED_PROXIES"):
@@ -114,6 +135,18 @@ class AuthSettings:
     max_body_bytes: int
     admin_page_size: int
     bootstrap_admin: BootstrapAdmin | None
+    # PostgreSQL: users, organizations, API keys, usage ledger, audit log (auth/database.py).
+    database_url: str = field(repr=False)
+    # Self-registration without an invitation or allowed domain creates a personal organization
+    # (true) or is refused (false; the default in production).
+    open_signup: bool
+    invitation_ttl: float
+    # How long a gateway may serve an API key from its cache before asking again (gateway/api_keys.py);
+    # a revocation is published in Redis for twice this long.
+    api_key_cache_ttl: float
+    # Shared with the gateways: authorizes ``/internal/api-keys/verify``; empty = unauthenticated
+    # (development only: the path is not routed by HAProxy).
+    internal_token: str = field(repr=False)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> AuthSettings:
@@ -157,4 +190,9 @@ class AuthSettings:
             max_body_bytes=env.int("AUTH_MAX_BODY_BYTES", 64 * 1024, minimum=1024),
             admin_page_size=env.int("AUTH_ADMIN_PAGE_SIZE", 50, minimum=1),
             bootstrap_admin=_bootstrap_admin(env, common.environment),
+            database_url=_database_url(env, common.environment),
+            open_signup=env.bool("AUTH_OPEN_SIGNUP", common.environment != "production"),
+            invitation_ttl=env.float("AUTH_INVITATION_TTL", 7 * 86400.0, minimum=60.0),
+            api_key_cache_ttl=env.float("API_KEY_CACHE_TTL", 30.0, minimum=1.0),
+            internal_token=_internal_token(env, common.environment),
         )
