@@ -32,6 +32,7 @@ from common.runtime import within
 from common.session_reader import SessionReader
 from common.sessions import SessionStore
 from gateway.admission import Admission
+from gateway.api_keys import ApiKeyVerifier, AuthUnavailable
 from gateway.appkeys import (
     ADMISSION,
     AMQP,
@@ -104,6 +105,14 @@ async def _http_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     http = aiohttp.ClientSession()
     app[HTTP] = http
+    api_keys = None
+    if settings.api_key_verify_url is not None:
+        api_keys = ApiKeyVerifier(
+            http,
+            settings.api_key_verify_url,
+            ttl=settings.api_key_cache_ttl,
+            internal_token=settings.internal_token,
+        )
     app[VERIFIER] = TokenVerifier(
         issuer=settings.jwt_issuer,
         audience=settings.jwt_audience,
@@ -112,6 +121,7 @@ async def _http_ctx(app: web.Application) -> AsyncIterator[None]:
         jwks_url=settings.jwks_url,
         http=http,
         leeway=settings.jwt_leeway,
+        api_keys=api_keys,
     )
     if settings.rabbitmq_management_url is not None:
         app[BACKLOG] = QueueBacklog(
@@ -195,7 +205,7 @@ def create_app(settings: GatewaySettings, metrics: GatewayMetrics | None = None)
         middlewares=[
             security_headers_middleware,
             openai_errors_middleware,
-            make_error_middleware(unavailable=REDIS_UNAVAILABLE, on_unhandled=track),
+            make_error_middleware(unavailable=(*REDIS_UNAVAILABLE, AuthUnavailable), on_unhandled=track),
             request_id_middleware,
             authentication_middleware,
             admission_middleware,

@@ -15,7 +15,7 @@ from common.http import ApiError
 from gateway.admission import DISABLED, LIMITED, REVOKED
 from gateway.appkeys import ADMISSION, METRICS, PRINCIPAL, REQUEST_ID, SETTINGS, TRACE_ID, VERDICT, VERIFIER
 from gateway.routes import Access, access_of
-from gateway.tokens import InvalidToken
+from gateway.tokens import InvalidToken, required_scope
 
 REQUEST_ID_HEADER = "X-Request-ID"
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{8,128}$")
@@ -71,6 +71,9 @@ async def authentication_middleware(request: web.Request, handler: Handler) -> w
     except InvalidToken as exc:
         request.app[METRICS].auth_failures.labels(exc.code).inc()
         raise ApiError(401, exc.code, exc.message, headers=_CHALLENGE) from None
+    if not principal.allows(scope := required_scope(request.path)):
+        request.app[METRICS].auth_failures.labels("insufficient_scope").inc()
+        raise ApiError(403, "insufficient_scope", f"this API key lacks the {scope!r} scope")
     request[PRINCIPAL] = principal
     structlog.contextvars.bind_contextvars(user_id=principal.user_id)
     try:

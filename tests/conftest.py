@@ -209,6 +209,12 @@ def base_env(namespace: str, rabbitmq_url: str, redis_target: RedisTarget, s3_ur
 
 
 @pytest.fixture
+def auth_base_env(base_env: dict[str, str], postgres_url: str) -> dict[str, str]:
+    """``base_env`` with this test's own database: for tests that run the auth service."""
+    return {**base_env, "DATABASE_URL": postgres_url}
+
+
+@pytest.fixture
 async def redis(redis_target: RedisTarget, namespace: str) -> AsyncIterator[RedisClient]:
     """A client for assertions; deletes every key of this test's namespace afterwards."""
     client = await open_redis(redis_target.url, cluster=redis_target.cluster, max_connections=64)
