@@ -10,7 +10,7 @@ from pathlib import Path
 
 from common.settings import CommonSettings, Env, SettingsError
 
-__all__ = ["AuthSettings", "BootstrapAdmin", "Network"]
+__all__ = ["AuthSettings", "BootstrapAdmin", "LedgerSettings", "Network"]
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -198,4 +198,36 @@ class AuthSettings:
             invitation_ttl=env.float("AUTH_INVITATION_TTL", 7 * 86400.0, minimum=60.0),
             api_key_cache_ttl=env.float("API_KEY_CACHE_TTL", 30.0, minimum=1.0),
             internal_token=_internal_token(env, common.environment),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerSettings:
+    """The usage ledger consumer (``python -m auth.ledger``): broker events -> PostgreSQL."""
+
+    common: CommonSettings
+    instance_id: str
+    database_url: str = field(repr=False)
+    # A batch is written when it holds ``batch_size`` events or its first is ``batch_seconds`` old.
+    batch_size: int
+    batch_seconds: float
+    # How often organizations' monthly quotas are checked against the ledger (gateways follow
+    # within their own refresh interval: the check lags the ledger by a few seconds).
+    quota_interval: float
+    http_host: str
+    http_port: int
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> LedgerSettings:
+        env = Env(environ)
+        common = CommonSettings.from_env("ledger", env)
+        return cls(
+            common=common,
+            instance_id=env.str("INSTANCE_ID", os.uname().nodename),
+            database_url=_database_url(env, common.environment),
+            batch_size=env.int("LEDGER_BATCH_SIZE", 200, minimum=1),
+            batch_seconds=env.float("LEDGER_BATCH_SECONDS", 0.25, minimum=0.001),
+            quota_interval=env.float("LEDGER_QUOTA_INTERVAL", 2.0, minimum=0.05),
+            http_host=env.str("LEDGER_HTTP_HOST", "127.0.0.1"),
+            http_port=env.int("LEDGER_HTTP_PORT", 8501, minimum=0),
         )

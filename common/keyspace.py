@@ -145,6 +145,11 @@ class Keyspace:
         SET NX on the NFKC-case-folded name, so an organization name is registered once."""
         return f"{self.prefix}auth:organization:{name_folded}"
 
+    def quota_exhausted(self) -> str:
+        """JSON list of the organizations whose monthly token quota is used up (written by the
+        usage ledger every few seconds, with a TTL: a stopped ledger enforces nothing)."""
+        return f"{self.prefix}quota:exhausted"
+
     def auth_migration(self, name: str) -> str:
         """Marker: the auth data migration ``name`` has completed."""
         return f"{self.prefix}auth:migrations:{name}"

@@ -8,6 +8,7 @@ this instance's background work, which is drained before the connections it uses
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 
@@ -47,6 +48,7 @@ from gateway.appkeys import (
     METRICS,
     MODELS,
     PUBLISHER,
+    QUOTA,
     READER,
     REDIS,
     ROUTER,
@@ -67,6 +69,7 @@ from gateway.middlewares import (
 from gateway.models import ModelCatalog
 from gateway.openai import openai_errors_middleware
 from gateway.publisher import RequestPublisher
+from gateway.quota import QuotaWatch
 from gateway.replies import ReplyRouter
 from gateway.routes import add_routes
 from gateway.settings import GatewaySettings
@@ -96,7 +99,10 @@ async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
     app[MODELS] = ModelCatalog(
         ModelRegistry(redis, keys), allowed=settings.allowed_models, default=settings.default_model
     )
+    app[QUOTA] = quota = QuotaWatch(redis, keys, interval=settings.quota_refresh)
+    quota_task = asyncio.get_running_loop().create_task(quota.run(), name="quota-refresh")
     yield
+    quota_task.cancel()
     await within(5, "redis_close", redis.aclose())
 
 

@@ -13,7 +13,18 @@ from redis.exceptions import RedisError
 
 from common.http import ApiError
 from gateway.admission import DISABLED, LIMITED, REVOKED
-from gateway.appkeys import ADMISSION, METRICS, PRINCIPAL, REQUEST_ID, SETTINGS, TRACE_ID, VERDICT, VERIFIER
+from gateway.appkeys import (
+    ADMISSION,
+    METRICS,
+    PRINCIPAL,
+    QUOTA,
+    REQUEST_ID,
+    SETTINGS,
+    TRACE_ID,
+    VERDICT,
+    VERIFIER,
+)
+from gateway.quota import seconds_to_next_month
 from gateway.routes import Access, access_of
 from gateway.tokens import InvalidToken, required_scope
 
@@ -118,6 +129,14 @@ async def admission_middleware(request: web.Request, handler: Handler) -> web.St
             f"too many requests: the {verdict.scope} limit is {verdict.limit} "
             f"per {request.app[SETTINGS].rate_limit_window:g} s",
             headers=verdict.headers(),
+        )
+    if cost and request.app[QUOTA].exhausted(principal.org_id):
+        metrics.rate_limited.labels("quota").inc()
+        raise ApiError(
+            429,
+            "quota_exceeded",
+            "your organization has used its monthly token quota; ask its admin, or wait for next month",
+            headers={"Retry-After": str(seconds_to_next_month())},
         )
     if cost:
         request[VERDICT] = verdict

@@ -41,6 +41,8 @@ class GatewaySettings:
     # API keys (gateway/api_keys.py): where they are verified, and for how long an answer is kept.
     api_key_verify_url: str | None = None
     api_key_cache_ttl: float = 30.0
+    # How often the organizations over their monthly token quota are re-read (gateway/quota.py).
+    quota_refresh: float = 2.0
     internal_token: str = field(default="", repr=False)
 
     @classmethod
@@ -93,6 +95,7 @@ class GatewaySettings:
             rabbitmq_management_url=None if management.lower() in {"off", "none"} else management.rstrip("/"),
             api_key_verify_url=_api_key_verify_url(env),
             api_key_cache_ttl=env.float("API_KEY_CACHE_TTL", 30.0, minimum=1.0),
+            quota_refresh=env.float("QUOTA_REFRESH_SECONDS", 2.0, minimum=0.05),
             internal_token=env.optional("INTERNAL_API_TOKEN") or "",
         )
 

@@ -8,18 +8,14 @@ import asyncio
 import dataclasses
 import time
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import openai
 import pytest
 from aiohttp.test_utils import TestClient
-from cryptography.hazmat.primitives import serialization
-from helpers import KeyPair, auth_header, start_client
+from helpers import auth_header
 
-from auth.app import create_app as create_auth_app
-from auth.appkeys import POOL
-from auth.settings import AuthSettings
+from auth.appkeys import POOL, SETTINGS
 from gateway.appkeys import VERIFIER
 
 PASSWORD = "testpass123"
@@ -27,36 +23,17 @@ TOKEN_TTL = 2
 
 
 @pytest.fixture
-async def auth(
-    auth_base_env: dict[str, str], keys: KeyPair, redis: Any
-) -> AsyncIterator[TestClient[Any, Any]]:
-    signing = keys.private.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ).decode()
-    settings = AuthSettings.from_env(
-        {
-            **auth_base_env,
-            "AUTH_BCRYPT_ROUNDS": "4",
-            "AUTH_SIGNING_KEY": signing,
-            "AUTH_ACCESS_TOKEN_TTL": str(TOKEN_TTL),
-            "AUTH_TOKEN_LEEWAY": "0",
-            "INTERNAL_API_TOKEN": "internal-test-token",
-        }
+async def auth(auth_factory: Any) -> TestClient[Any, Any]:
+    client: TestClient[Any, Any] = await auth_factory(
+        AUTH_ACCESS_TOKEN_TTL=str(TOKEN_TTL), AUTH_TOKEN_LEEWAY="0"
     )
-    client: TestClient[Any, Any] = await start_client(create_auth_app(settings))
-    yield client
-    await client.close()
+    return client
 
 
 @pytest.fixture
-async def gateways(gateway_factory: Any, auth: TestClient[Any, Any]) -> list[Any]:
+async def gateways(gateway_factory: Any, auth: TestClient[Any, Any], key_gateway_env: Any) -> list[Any]:
     """Three gateways, as behind HAProxy, verifying keys at this auth service."""
-    env = {
-        "AUTH_URL": str(auth.make_url("")).rstrip("/"),
-        "INTERNAL_API_TOKEN": "internal-test-token",
-        "JWT_LEEWAY_SECONDS": "0",
-    }
-    return [await gateway_factory(**env) for _ in range(3)]
+    return [await gateway_factory(**key_gateway_env(auth), JWT_LEEWAY_SECONDS="0") for _ in range(3)]
 
 
 async def _user_token(auth: Any) -> tuple[dict[str, Any], str]:
@@ -164,6 +141,6 @@ async def test_the_internal_verification_needs_the_internal_token(auth: Any) -> 
     resp = await auth.post(
         "/internal/api-keys/verify",
         json={"api_key": key["api_key"]},
-        headers={"X-Internal-Token": "internal-test-token"},
+        headers={"X-Internal-Token": auth.app[SETTINGS].internal_token},
     )
     assert resp.status == 200 and (await resp.json())["key_id"] == key["key_id"]
