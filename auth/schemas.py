@@ -55,7 +55,7 @@ class RegisterRequest(msgspec.Struct, forbid_unknown_fields=True):
 
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
 Domain = Annotated[str, msgspec.Meta(min_length=3, max_length=253, pattern=r"^[A-Za-z0-9.-]+\.[A-Za-z]{2,}$")]
-Quota = Annotated[int, msgspec.Meta(ge=0)]
+Quota = Annotated[int, msgspec.Meta(ge=0, le=2**62)]
 
 
 class OrganizationRequest(msgspec.Struct, forbid_unknown_fields=True):
