@@ -98,7 +98,8 @@ if [[ -z "${POSTGRES_URL:-}${DATABASE_URL:-}" ]] && ! port_open 5432; then
   need_install postgresql
   echo "starting postgresql on 5432"
   if command -v pg_ctlcluster >/dev/null 2>&1; then
-    pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | sort -V | tail -1)" main start || true
+    version="$(find /etc/postgresql -mindepth 1 -maxdepth 1 -printf '%f\n' | sort -V | tail -1)"
+    pg_ctlcluster --skip-systemctl-redirect "$version" main start || true
   else
     service postgresql start >/dev/null 2>&1 || true
   fi
