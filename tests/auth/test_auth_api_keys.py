@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
 import pytest
-from conftest import AuthClient, Login, Register
+from aiohttp.test_utils import TestClient
 
-Client = AuthClient
+Client = TestClient[Any, Any]
+Register = Callable[..., Awaitable[dict[str, Any]]]
+Login = Callable[..., Awaitable[dict[str, Any]]]
 
 
 def _auth(token: str) -> dict[str, str]:

@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from conftest import AuthClient, Login, Register
+from aiohttp.test_utils import TestClient
 
-Client = AuthClient
+Client = TestClient[Any, Any]
+Register = Callable[..., Awaitable[dict[str, Any]]]
+Login = Callable[..., Awaitable[dict[str, Any]]]
 
 
 def _auth(token: str) -> dict[str, str]:
