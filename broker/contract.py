@@ -19,11 +19,13 @@ from broker.messages import (
     ChatDone,
     ChatError,
     ChatRequest,
+    GenerationFinished,
     ReplyBatch,
     SessionEvent,
     TokenChunk,
 )
 from broker.topology import (
+    EVENT_GENERATION_FINISHED,
     EVENT_SESSION_FINISHED,
     EVENT_SESSION_SPILLED,
     EVENT_SESSION_UPDATED,
@@ -137,9 +139,19 @@ def asyncapi(topology: Topology | None = None) -> dict[str, Any]:
                     f"'{EVENT_SESSION_FINISHED}' and '{EVENT_SESSION_SPILLED}'; queue "
                     f"'{t.archiver_queue}' is bound to the last two. Publish '{EVENT_SESSION_FINISHED}' "
                     "to have a session archived now. Workers publish "
-                    f"'{EVENT_SESSION_UPDATED}' only when configured to (SESSION_UPDATED_EVENTS=true)."
+                    f"'{EVENT_SESSION_UPDATED}' only when configured to (SESSION_UPDATED_EVENTS=true). "
+                    "Also the usage of every finished generation, "
+                    f"routing key '{EVENT_GENERATION_FINISHED}', consumed from queue '{t.ledger_queue}' "
+                    "by the usage ledger (auth/ledger.py), once per request_id."
                 ),
-                "subscribe": {"message": _message(SessionEvent, "A session changed or finished")},
+                "subscribe": {
+                    "message": {
+                        "oneOf": [
+                            _message(SessionEvent, "A session changed or finished"),
+                            _message(GenerationFinished, "A generation ended: its usage, for the ledger"),
+                        ]
+                    }
+                },
             },
             t.dead_letter_queue: {
                 "description": "Rejected (invalid), expired and over-delivered messages, for inspection.",

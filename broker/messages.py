@@ -86,6 +86,9 @@ class ChatRequest(msgspec.Struct, kw_only=True, tag=CHAT_REQUEST, tag_field="typ
     options: GenerationOptions | None = None
     job_id: str | None = None
     trace_id: str = ""
+    # The API key the request came with (usage is recorded per key), and the API it came through.
+    key_id: str = ""
+    api: Literal["chat", "openai", "job", "ollama"] = "chat"
     reply_mode: Annotated[
         ReplyMode,
         msgspec.Meta(
@@ -197,6 +200,31 @@ class Cancel(msgspec.Struct, kw_only=True, tag=CANCEL, tag_field="type"):
     trace_id: str = ""
 
 
+class GenerationFinished(msgspec.Struct, kw_only=True, tag="generation.finished", tag_field="type"):
+    """A generation ended, published by the worker on the events exchange (routing key
+    ``generation.finished``) before it acks the request: the usage ledger records it, exactly once
+    per ``request_id`` (a redelivered request's second report is ignored).
+
+    ``outcome``: ``done``, ``cancelled`` (client gone or user cancel: the tokens produced so far),
+    ``failed`` or ``expired`` (past the deadline). ``prompt_tokens`` is 0 when the model stopped
+    before reporting it.
+    """
+
+    schema_version: int = SCHEMA_VERSION
+    request_id: str
+    user_id: str
+    org_id: str
+    key_id: str = ""
+    api: str = "chat"
+    model: str
+    outcome: Literal["done", "cancelled", "failed", "expired"]
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    duration_ms: float = 0.0
+    finished_at: float
+    trace_id: str = ""
+
+
 class SessionEvent(msgspec.Struct, kw_only=True, tag="session.event", tag_field="type"):
     """A session changed, finished, or spilled turns over its Redis cap; routing key is ``event``.
 
@@ -230,4 +258,5 @@ ALL_MESSAGES: tuple[type[msgspec.Struct], ...] = (
     ReplyBatch,
     Cancel,
     SessionEvent,
+    GenerationFinished,
 )

@@ -3,7 +3,9 @@
 Starts, against the local RabbitMQ (management UI enabled) and Redis: a local S3 server (moto) on
 9000, the Ollama simulator on 11435 (unless a real Ollama answers at ``OLLAMA_URLS``), the auth
 service on 8001, three gateways on 8101-8103, two inference workers (health on 8201, 8202), the
-archiver (8301), HAProxy (8080, TLS 8443, stats 8404) and Prometheus (9090). Signing keys and a
+archiver (8301), the usage ledger (8501), HAProxy (8080, TLS 8443, stats 8404) and Prometheus
+(9090), with the local PostgreSQL (``DATABASE_URL``; the database is created when missing, and the
+first platform admin with a generated password shown once in the banner). Signing keys and a
 self-signed certificate are generated under ``.run/`` and ``haproxy/ssl/`` on first use.
 Ctrl-C stops everything it started.
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 import shutil
 import signal
 import sys
@@ -38,6 +41,9 @@ AUTH_PORT = 8001
 SIMULATOR_PORT = 11435
 S3_PORT = 9000
 ARCHIVER_PORT = 8301
+LEDGER_PORT = 8501
+DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/enterprise_chat"
+ADMIN_USERNAME = "admin"
 HAPROXY_PORT, HAPROXY_TLS_PORT, HAPROXY_STATS_PORT = 8080, 8443, 8404
 PROMETHEUS_PORT = 9090
 # Concurrent streams the local run is sized for (DESIGN.md: 10,000 open streams held at once).
@@ -135,10 +141,47 @@ async def answering_ollama(urls: list[str]) -> list[str]:
     return live
 
 
-def banner(ollama: str, simulated: bool) -> str:
+def ensure_internal_token(directory: Path) -> str:
+    """The secret gateways show the auth service to verify API keys, generated once (0600)."""
+    path = directory / "internal_token"
+    if not path.exists():
+        directory.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(secrets.token_urlsafe(32))
+    return path.read_text().strip()
+
+
+async def prepare_database(url: str) -> bool:
+    """Create the database when missing and migrate it; True when it has no platform admin yet."""
+    import asyncpg
+
+    from auth.database import ensure_database, migrate
+
+    if await ensure_database(url):
+        print(f"created database {url.rsplit('/', 1)[1]}", flush=True)
+    await migrate(url)
+    conn = await asyncpg.connect(url)
+    try:
+        return not await conn.fetchval("SELECT 1 FROM users WHERE role = 'admin' LIMIT 1")
+    finally:
+        await conn.close()
+
+
+def admin_note(password: str | None) -> str:
+    if password is None:
+        return "  platform admin      exists (another: python -m auth create-admin --help)"
+    return (
+        f"  platform admin      {ADMIN_USERNAME} / {password}\n"
+        "                      (shown once: change it with POST /me/password; more admins:\n"
+        "                      python -m auth create-admin --username ... --email ... --organization ...)"
+    )
+
+
+def banner(ollama: str, simulated: bool, admin: str = "") -> str:
     base = f"http://localhost:{HAPROXY_PORT}"
     return f"""
 Enterprise chat is running.
+{admin}
   chat API (HAProxy)  {base}   (TLS https://localhost:{HAPROXY_TLS_PORT}, self-signed)
   auth                http://localhost:{AUTH_PORT}   (also routed through {base})
   gateways            {", ".join(f"http://localhost:{p}" for p in GATEWAY_PORTS)}
@@ -157,6 +200,9 @@ Try it (paste):
     | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
   curl -N {base}/chat -H "Authorization: Bearer $TOKEN" -H 'content-type: application/json' \\
     -d '{{"session_id":"session123","prompt":"שלום, מה שלומך?"}}'
+  # An API key for tools that want a static key (OpenAI clients: base URL {base}/v1):
+  curl -s {base}/me/api-keys -H "Authorization: Bearer $TOKEN" -H 'content-type: application/json' \\
+    -d '{{"name":"my tool"}}'
 
 Ctrl-C stops everything.
 """
@@ -234,20 +280,30 @@ async def main() -> None:
             )
             live = [f"http://127.0.0.1:{SIMULATOR_PORT}"]
         ollama_urls = ",".join(live)
+        database_url = os.environ.get("DATABASE_URL", DATABASE_URL)
+        first_admin_password = secrets.token_urlsafe(15) if await prepare_database(database_url) else None
+        identity = {
+            "DATABASE_URL": database_url,
+            "INTERNAL_API_TOKEN": ensure_internal_token(RUN_DIR / "keys"),
+        }
         print("starting auth, gateways and workers ...", flush=True)
+        auth_env = {
+            **common,
+            **identity,
+            "AUTH_PORT": str(AUTH_PORT),
+            "AUTH_HOST": "127.0.0.1",
+            "AUTH_SIGNING_KEY_FILE": str(private_key),
+            "AUTH_TRUSTED_PROXIES": HAPROXY_AUTH_SOURCE,
+        }
+        if first_admin_password is not None:  # created at start-up, shown once in the banner
+            auth_env |= {
+                "AUTH_BOOTSTRAP_ADMIN_USERNAME": ADMIN_USERNAME,
+                "AUTH_BOOTSTRAP_ADMIN_EMAIL": "admin@example.com",
+                "AUTH_BOOTSTRAP_ADMIN_ORGANIZATION": "Platform",
+                "AUTH_BOOTSTRAP_ADMIN_PASSWORD": first_admin_password,
+            }
         await supervisor.start(
-            ProcessSpec(
-                "auth",
-                (python, "-m", "auth"),
-                {
-                    **common,
-                    "AUTH_PORT": str(AUTH_PORT),
-                    "AUTH_HOST": "127.0.0.1",
-                    "AUTH_SIGNING_KEY_FILE": str(private_key),
-                    "AUTH_TRUSTED_PROXIES": HAPROXY_AUTH_SOURCE,
-                },
-                f"http://127.0.0.1:{AUTH_PORT}/ready",
-            )
+            ProcessSpec("auth", (python, "-m", "auth"), auth_env, f"http://127.0.0.1:{AUTH_PORT}/ready")
         )
         worker_env = {**common, "OLLAMA_URLS": ollama_urls}
         if "WORKER_CONCURRENCY" in sizes:
@@ -272,6 +328,8 @@ async def main() -> None:
                         "GATEWAY_PORT": str(port),
                         "INSTANCE_ID": f"gateway-{i + 1}",
                         "JWT_PUBLIC_KEY_FILE": str(public_key),
+                        "AUTH_URL": f"http://127.0.0.1:{AUTH_PORT}",
+                        "INTERNAL_API_TOKEN": identity["INTERNAL_API_TOKEN"],
                     },
                     f"http://127.0.0.1:{port}/ready",
                 )
@@ -285,6 +343,16 @@ async def main() -> None:
                     (python, "-m", "archiver"),
                     {**common, "ARCHIVER_HTTP_PORT": str(ARCHIVER_PORT)},
                     f"http://127.0.0.1:{ARCHIVER_PORT}/ready",
+                )
+            )
+        )
+        starts.append(
+            supervisor.start(
+                ProcessSpec(
+                    "ledger",
+                    (python, "-m", "auth.ledger"),
+                    {**common, **identity, "LEDGER_HTTP_PORT": str(LEDGER_PORT)},
+                    f"http://127.0.0.1:{LEDGER_PORT}/ready",
                 )
             )
         )
@@ -327,7 +395,7 @@ async def main() -> None:
                     f"http://127.0.0.1:{PROMETHEUS_PORT}/-/ready",
                 )
             )
-        print(banner(ollama_urls, simulated), flush=True)
+        print(banner(ollama_urls, simulated, admin_note(first_admin_password)), flush=True)
         print(limits_note(open_files, sizes), flush=True)
         await stop.wait()
         print("\nstopping ...", flush=True)

@@ -8,6 +8,7 @@ this instance's background work, which is drained before the connections it uses
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 
@@ -32,6 +33,7 @@ from common.runtime import within
 from common.session_reader import SessionReader
 from common.sessions import SessionStore
 from gateway.admission import Admission
+from gateway.api_keys import ApiKeyVerifier, AuthUnavailable
 from gateway.appkeys import (
     ADMISSION,
     AMQP,
@@ -46,6 +48,7 @@ from gateway.appkeys import (
     METRICS,
     MODELS,
     PUBLISHER,
+    QUOTA,
     READER,
     REDIS,
     ROUTER,
@@ -66,6 +69,7 @@ from gateway.middlewares import (
 from gateway.models import ModelCatalog
 from gateway.openai import openai_errors_middleware
 from gateway.publisher import RequestPublisher
+from gateway.quota import QuotaWatch
 from gateway.replies import ReplyRouter
 from gateway.routes import add_routes
 from gateway.settings import GatewaySettings
@@ -95,7 +99,10 @@ async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
     app[MODELS] = ModelCatalog(
         ModelRegistry(redis, keys), allowed=settings.allowed_models, default=settings.default_model
     )
+    app[QUOTA] = quota = QuotaWatch(redis, keys, interval=settings.quota_refresh)
+    quota_task = asyncio.get_running_loop().create_task(quota.run(), name="quota-refresh")
     yield
+    quota_task.cancel()
     await within(5, "redis_close", redis.aclose())
 
 
@@ -104,6 +111,14 @@ async def _http_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     http = aiohttp.ClientSession()
     app[HTTP] = http
+    api_keys = None
+    if settings.api_key_verify_url is not None:
+        api_keys = ApiKeyVerifier(
+            http,
+            settings.api_key_verify_url,
+            ttl=settings.api_key_cache_ttl,
+            internal_token=settings.internal_token,
+        )
     app[VERIFIER] = TokenVerifier(
         issuer=settings.jwt_issuer,
         audience=settings.jwt_audience,
@@ -112,6 +127,7 @@ async def _http_ctx(app: web.Application) -> AsyncIterator[None]:
         jwks_url=settings.jwks_url,
         http=http,
         leeway=settings.jwt_leeway,
+        api_keys=api_keys,
     )
     if settings.rabbitmq_management_url is not None:
         app[BACKLOG] = QueueBacklog(
@@ -195,7 +211,7 @@ def create_app(settings: GatewaySettings, metrics: GatewayMetrics | None = None)
         middlewares=[
             security_headers_middleware,
             openai_errors_middleware,
-            make_error_middleware(unavailable=REDIS_UNAVAILABLE, on_unhandled=track),
+            make_error_middleware(unavailable=(*REDIS_UNAVAILABLE, AuthUnavailable), on_unhandled=track),
             request_id_middleware,
             authentication_middleware,
             admission_middleware,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Literal
 
 from aiohttp import web
 
@@ -62,5 +63,14 @@ def build(request: web.Request, chat: Chat) -> ChatRequest:
         options=chat.options,
         job_id=request_id if chat.job else None,
         trace_id=trace_id_of(request),
+        key_id=principal.key_id,
+        api=_api_of(request.path),
         reply_mode="batch",  # this gateway's router reads ReplyBatch messages (gateway.replies)
     )
+
+
+def _api_of(path: str) -> Literal["chat", "openai", "ollama"]:
+    """Which API a request came through (the usage ledger reports by it)."""
+    if path.startswith("/v1/"):
+        return "openai"
+    return "ollama" if path.startswith("/api/") else "chat"

@@ -23,12 +23,15 @@ from auth.passwords import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH
 from auth.schemas import MAX_EMAIL_LENGTH, ROLES, USERNAME_PATTERN
 from gateway import contract_models as m
 from gateway.apidoc import OPENAPI_PATH
-from gateway.contract_routes import OPERATIONS, RATE_HEADERS, Operation, Reply, Service
+from gateway.contract_identity import IDENTITY_OPERATIONS, IDENTITY_TAGS
+from gateway.contract_routes import OPERATIONS as CORE_OPERATIONS
+from gateway.contract_routes import RATE_HEADERS, Operation, Reply, Service
 from gateway.validation import MODEL_PATTERN, SESSION_ID_PATTERN
 
 __all__ = ["OPENAPI_PATH", "OPERATIONS", "Operation", "openapi", "render"]
 
 VERSION = "1.0.0"
+OPERATIONS: tuple[Operation, ...] = (*CORE_OPERATIONS, *IDENTITY_OPERATIONS)
 
 # -- responses every operation shares -----------------------------------------------------------------
 _COMMON_ERRORS: Mapping[int, tuple[str, ...]] = {
@@ -83,11 +86,12 @@ HEADERS: Mapping[str, Mapping[str, Any]] = {
 
 DESCRIPTION = """\
 The enterprise chat service behind one base URL (HAProxy, e.g. `http://localhost:8080`): the auth \
-service (`/register`, `/login`, `/refresh`, `/logout`, `/logout/all`, `/me`, `/me/password`, \
-`/.well-known/`, `/admin/`) and the chat gateways (everything else).
+service (`/register`, `/login`, `/refresh`, `/logout`, `/logout/all`, `/me`, `/me/...`, `/org`, \
+`/org/...`, `/usage`, `/.well-known/`, `/admin/`) and the chat gateways (everything else).
 
 **Authentication**: `Authorization: Bearer <access token>` from `POST /login` (a JWT, verified \
-with the keys at `/.well-known/jwks.json`).
+with the keys at `/.well-known/jwks.json`), or, at the gateway, `Authorization: Bearer <API key>` \
+(`ekey_...`, from `POST /me/api-keys`; scopes `chat` and `models`).
 
 **Errors**: every error is JSON `{"error": "<machine_code>", "message": "<for humans>"}` with the \
 status below; under `/v1/` the gateway answers in OpenAI's shape `{"error": {"message", "type", \
@@ -109,6 +113,7 @@ TAGS = (
     {"name": "jobs", "description": "Asynchronous chats."},
     {"name": "sessions", "description": "The caller's conversations."},
     {"name": "operations", "description": "Health, readiness and this document."},
+    *IDENTITY_TAGS,
 )
 
 

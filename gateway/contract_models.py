@@ -80,6 +80,9 @@ class RegisteredUser(msgspec.Struct):
     email: str
     role: str
     created_at: float
+    organization_id: str
+    # How the account joined: "invitation", "domain" (an allowed email domain) or "personal".
+    joined_by: str
 
 
 class UserView(msgspec.Struct):
@@ -92,6 +95,8 @@ class UserView(msgspec.Struct):
     role: str
     disabled: bool
     created_at: float
+    organization_id: str
+    kind: str  # "person" or "service" (a service account: API keys only)
 
 
 class UserPage(msgspec.Struct):

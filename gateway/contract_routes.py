@@ -144,11 +144,23 @@ OPERATIONS: tuple[Operation, ...] = (
             "organization": "TestOrg",
         },
         errors={
-            400: ("invalid_username", "invalid_email", "invalid_organization", "weak_password"),
+            400: (
+                "invalid_username",
+                "invalid_email",
+                "invalid_organization",
+                "weak_password",
+                "invalid_invitation",
+            ),
+            403: ("registration_closed", "invitation_email_mismatch"),
             409: ("username_taken", "email_taken", "organization_taken"),
             429: ("registration_throttled",),
             503: ("busy",),
         },
+        description=(
+            "Joins an organization by `invitation_token` or by an allowed email domain; otherwise 403 "
+            "`registration_closed`, or with open sign-up a personal organization named `organization` "
+            "(an existing name is 409: naming an organization never joins it)."
+        ),
     ),
     Operation(
         "POST",

@@ -26,7 +26,13 @@ from aio_pika.abc import (
     AbstractRobustConnection,
 )
 
-from broker.events import publish_session_event, session_event
+from broker.events import (
+    UsageOutcome,
+    generation_finished,
+    publish_generation_finished,
+    publish_session_event,
+    session_event,
+)
 from broker.messages import ChatRequest, cancel_decoder, request_decoder
 from common.amqp import connect, ready_messages, topology_for
 from common.archive import ArchiveStore
@@ -264,11 +270,13 @@ class InferenceWorker(Service):
                 self.metrics.generations.labels("error", request.model).inc()
                 self.metrics.errors.labels(exc.code).inc()
                 log.warning("generation_failed", error=exc.code, detail=str(exc))
+                await self._report(request, "failed", progress.tokens)
                 await self._fail(request, replies, exc.code, str(exc))
                 return
             except TimeoutError:
                 self.metrics.generations.labels("expired", request.model).inc()
                 self._record_partial(progress, request)
+                await self._report(request, "expired", progress.tokens)
                 await self._fail(
                     request, replies, "deadline_exceeded", "the answer did not finish in time", progress
                 )
@@ -292,6 +300,7 @@ class InferenceWorker(Service):
                 current.uncancel()
             self.metrics.generations.labels("cancelled", request.model).inc()
             self._record_partial(progress, request)
+            await self._report(request, "cancelled", progress.tokens)
             log.info("generation_cancelled", reason=reason, partial_tokens=progress.tokens)
             if request.job_id and self._jobs is not None:
                 await self._jobs.finish(
@@ -305,9 +314,25 @@ class InferenceWorker(Service):
             self.metrics.errors.labels(type(exc).__name__).inc()
             log.exception("generation_crashed", error_type=type(exc).__name__)
             # If this raises too, the client cannot be told: settled() requeues the request.
+            await self._report(request, "failed", progress.tokens)
             await self._fail(request, replies, "internal_error", "the worker failed", progress)
         finally:
             structlog.contextvars.unbind_contextvars("request_id", "trace_id", "user_id")
+
+    async def _report(
+        self, request: ChatRequest, outcome: UsageOutcome, completion_tokens: int, prompt_tokens: int = 0
+    ) -> None:
+        """The generation's usage, for the ledger: published (confirmed) before the request is
+        acked, so a crash before the ack means a redelivery that reports it (deduplicated there)."""
+        assert self._events is not None
+        event = generation_finished(
+            request,
+            outcome,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            started=request.created_at,
+        )
+        await publish_generation_finished(self._events, event)
 
     async def _start_job(self, request: ChatRequest) -> bool:
         """Mark the job running; True when it was cancelled before it started."""
@@ -372,6 +397,7 @@ class InferenceWorker(Service):
         if request.job_id and self._jobs is not None:
             job = request.job_id
             await self._jobs.finish(request.user_id, job, "done", response=result.text, usage=usage)
+        await self._report(request, "done", result.usage.completion_tokens, result.usage.prompt_tokens)
         await replies.done(
             model=request.model, done_reason=result.done_reason, usage=result.usage, node=result.node
         )

@@ -26,6 +26,7 @@ UNAUTHENTICATED = {
     ("POST", "/login"),
     ("POST", "/refresh"),
     ("GET", "/.well-known/jwks.json"),
+    ("POST", "/internal/api-keys/verify"),  # gateways only: INTERNAL_API_TOKEN, not routed by HAProxy
     ("GET", "/health"),
     ("GET", "/ready"),
     ("GET", "/openapi.json"),
