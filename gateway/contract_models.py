@@ -157,15 +157,37 @@ class DoneEvent(msgspec.Struct):
     done_reason: str
 
 
+class FunctionCall(msgspec.Struct):
+    name: str
+    arguments: str  # a JSON object, as a string
+
+
+class ToolCallOut(msgspec.Struct):
+    id: str
+    type: Literal["function"]
+    function: FunctionCall
+
+
+class ToolCallDelta(msgspec.Struct):
+    index: int
+    id: str
+    type: Literal["function"]
+    function: FunctionCall
+
+
+FinishReason = Literal["stop", "length", "tool_calls"]
+
+
 class CompletionMessage(msgspec.Struct):
     role: Literal["assistant"]
-    content: str
+    content: str | None
+    tool_calls: list[ToolCallOut] | None = None
 
 
 class CompletionChoice(msgspec.Struct):
     index: int
     message: CompletionMessage
-    finish_reason: Literal["stop", "length"]
+    finish_reason: FinishReason
 
 
 class CompletionUsage(msgspec.Struct):
@@ -186,12 +208,13 @@ class ChatCompletion(msgspec.Struct):
 class ChunkDelta(msgspec.Struct):
     role: Literal["assistant"] | None = None
     content: str | None = None
+    tool_calls: list[ToolCallDelta] | None = None
 
 
 class ChunkChoice(msgspec.Struct):
     index: int
     delta: ChunkDelta
-    finish_reason: Literal["stop", "length"] | None
+    finish_reason: FinishReason | None
 
 
 class CompletionChunk(msgspec.Struct):

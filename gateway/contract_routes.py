@@ -18,7 +18,7 @@ from auth.schemas import (
     RoleRequest,
 )
 from gateway import contract_models as m
-from gateway.openai import CompletionBody
+from gateway.openai_requests import CompletionBody
 from gateway.validation import SESSION_ID_PATTERN, ChatBody, JobBody
 
 __all__ = ["OPERATIONS", "RATE_HEADERS", "Access", "Operation", "Reply", "Service"]
@@ -307,7 +307,7 @@ OPERATIONS: tuple[Operation, ...] = (
         },
         body=ChatBody,
         body_example={"session_id": "session123", "prompt": "שלום, מה שלומך?"},
-        errors=CHAT_ERRORS,
+        errors={**CHAT_ERRORS, 400: (*CHAT_ERRORS[400], "unsupported_parameter", "invalid_parameter")},
         description="Spends one request from the caller's rate limit.",
     ),
     Operation(
@@ -327,7 +327,10 @@ OPERATIONS: tuple[Operation, ...] = (
         },
         body=CompletionBody,
         body_example={"model": "llama3.2", "messages": [{"role": "user", "content": "Hello"}]},
-        errors={**CHAT_ERRORS, 400: (*CHAT_ERRORS[400], "unsupported_parameter", "unsupported_content")},
+        errors={
+            **CHAT_ERRORS,
+            400: (*CHAT_ERRORS[400], "unsupported_parameter", "unsupported_content", "invalid_parameter"),
+        },
         description=(
             "Works with OpenAI's clients: base URL `.../v1`, API key = access token. An optional "
             "`session_id` records the exchange in that session. Spends one request from the rate limit."
@@ -340,7 +343,18 @@ OPERATIONS: tuple[Operation, ...] = (
         "listModels",
         "openai",
         "Models that can be asked for",
-        {200: Reply("The models served.", m.ModelList)},
+        {200: Reply("The models served, one entry per model (`x:latest` is listed as `x`).", m.ModelList)},
+    ),
+    Operation(
+        "GET",
+        "/v1/models/{model_id}",
+        "gateway",
+        "retrieveModel",
+        "openai",
+        "One model (`models.retrieve`)",
+        {200: Reply("The model.", m.Model)},
+        parameters=(_path_param("model_id", None, "a model id from GET /v1/models; `x:latest` is `x`"),),
+        errors={404: ("model_not_found",)},
     ),
     # -- gateway: jobs -----------------------------------------------------------------------------
     Operation(

@@ -15,7 +15,7 @@ from typing import Protocol
 import structlog
 from aiohttp import web
 
-from broker.messages import Cancel, ChatDone, ChatError, ChatRequest, Reply, TokenChunk
+from broker.messages import Cancel, ChatDone, ChatError, ChatRequest, EmbedRequest, Reply, TokenChunk
 from common.http import ApiError
 from gateway.appkeys import LIFECYCLE, METRICS, PUBLISHER, ROUTER, SETTINGS
 from gateway.publisher import NotQueued, QueueFull
@@ -64,7 +64,7 @@ class Answer:
 
 
 async def relay(
-    request: web.Request, chat_request: ChatRequest, fmt: StreamFormat | None
+    request: web.Request, chat_request: ChatRequest | EmbedRequest, fmt: StreamFormat | None
 ) -> web.StreamResponse | Answer:
     """Publish ``chat_request`` and relay its answer (a stream when ``fmt`` is given)."""
     app = request.app
@@ -109,7 +109,7 @@ class _Relay:
     def __init__(
         self,
         request: web.Request,
-        chat_request: ChatRequest,
+        chat_request: ChatRequest | EmbedRequest,
         cursor: ReplyCursor,
         started: float,
     ) -> None:

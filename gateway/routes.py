@@ -17,7 +17,7 @@ from gateway.apidoc import openapi_document
 from gateway.chat import chat
 from gateway.health import health, metrics, ready
 from gateway.jobs import cancel_job, create_job, get_job
-from gateway.openai import chat_completions, list_models
+from gateway.openai import chat_completions, get_model, list_models
 from gateway.sessions import delete_own_session, end_own_session, get_own_session, list_own_sessions
 
 __all__ = ["ROUTES", "Access", "Route", "access_of", "add_routes"]
@@ -41,6 +41,7 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/chat", chat, Access.GENERATION),
     Route("POST", "/v1/chat/completions", chat_completions, Access.GENERATION),
     Route("GET", "/v1/models", list_models, Access.USER),
+    Route("GET", "/v1/models/{model_id:.+}", get_model, Access.USER),
     Route("POST", "/jobs", create_job, Access.GENERATION),
     Route("GET", "/jobs/{job_id}", get_job, Access.USER),
     Route("DELETE", "/jobs/{job_id}", cancel_job, Access.USER),
