@@ -9,6 +9,7 @@ from pathlib import Path
 
 from common.archive import S3Settings
 from common.settings import CommonSettings, Env, SettingsError
+from gateway.cors import CorsPolicy
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +39,7 @@ class GatewaySettings:
     rate_limit_window: float
     s3: S3Settings
     rabbitmq_management_url: str | None
+    cors: CorsPolicy
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> GatewaySettings:
@@ -87,4 +89,5 @@ class GatewaySettings:
             rate_limit_window=env.float("RATE_LIMIT_WINDOW_SECONDS", 60.0, minimum=1.0),
             s3=S3Settings.from_env(env),
             rabbitmq_management_url=None if management.lower() in {"off", "none"} else management.rstrip("/"),
+            cors=CorsPolicy.from_env(env),
         )

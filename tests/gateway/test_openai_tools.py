@@ -175,3 +175,21 @@ async def test_models_are_listed_once_and_retrieved(gateway: Any, worker: Any, k
         assert (await client.models.retrieve("llama3.2:latest")).id == "llama3.2"
         with pytest.raises(openai.NotFoundError):
             await client.models.retrieve("no-such-model")
+
+
+async def test_legacy_completions(gateway: Any, worker: Any, keys: KeyPair) -> None:
+    expected = expected_answer("llama3.2", [{"role": "user", "content": "Say hello"}], 24)
+    async with client_for(gateway, keys.mint("legacy")) as client:
+        whole = await client.completions.create(model="llama3.2", prompt="Say hello", max_tokens=100)
+        assert whole.object == "text_completion" and whole.choices[0].text == expected
+        assert (
+            whole.choices[0].finish_reason == "stop" and whole.usage and whole.usage.completion_tokens == 24
+        )
+        short = await client.completions.create(model="llama3.2", prompt="Say hello")  # max_tokens 16
+        assert short.choices[0].finish_reason == "length" and expected.startswith(short.choices[0].text)
+        stream = await client.completions.create(
+            model="llama3.2", prompt="Say hello", max_tokens=100, stream=True
+        )
+        chunks = [chunk async for chunk in stream]
+    assert "".join(c.choices[0].text for c in chunks) == expected
+    assert chunks[-1].choices[0].finish_reason == "stop"
