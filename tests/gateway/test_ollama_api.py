@@ -3,6 +3,7 @@ the wire matters), against gateway + worker + simulator on the real broker and R
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import AsyncIterator, Callable
@@ -11,8 +12,9 @@ from typing import Any
 import ollama
 import openai
 import pytest
-from helpers import KeyPair, auth_header
+from helpers import KeyPair, auth_header, wait_for
 
+from inference_worker.simulator import STATE_KEY as SIM_STATE
 from inference_worker.simulator_structured import embedding
 from inference_worker.simulator_text import expected_answer
 
@@ -185,3 +187,26 @@ async def test_session_and_rate_limit_apply(
         "/api/generate", json={"model": "llama3.2", "prompt": "x"}, headers=auth_header(token)
     )
     assert limited.status == 429 and "Retry-After" in limited.headers
+
+
+async def test_leaving_an_ollama_stream_cancels_the_generation(
+    gateway: Any, worker: Any, simulator: Any, keys: KeyPair
+) -> None:
+    state = simulator.app[SIM_STATE]
+    state.config = dataclasses.replace(state.config, tokens_per_second=40, answer_tokens=400)
+    response = await gateway.post(
+        "/api/chat",
+        json={"model": "llama3.2", "messages": [{"role": "user", "content": "a long answer"}]},
+        headers=auth_header(keys.mint("leaver")),
+    )
+    assert response.headers["Content-Type"].startswith("application/x-ndjson")
+    first = json.loads(await response.content.readline())
+    assert first["done"] is False and first["message"]["content"]
+    response.close()
+
+    async def aborted() -> bool:
+        return bool(state.stats.generations_aborted == 1 and state.stats.in_flight == 0)
+
+    await wait_for(aborted)
+    assert state.stats.generations_completed == 0
+    await worker.run_until_idle(timeout=15)
