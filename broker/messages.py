@@ -78,6 +78,12 @@ class GenerationOptions(msgspec.Struct, kw_only=True, omit_defaults=True):
     stop: str | list[str] | None = None
     frequency_penalty: float | None = None
     presence_penalty: float | None = None
+    top_k: int | None = None
+    min_p: float | None = None
+    typical_p: float | None = None
+    repeat_penalty: float | None = None
+    repeat_last_n: int | None = None
+    num_ctx: int | None = None
 
     def to_ollama(self) -> dict[str, object]:
         """Ollama's ``options`` object: only what was set."""

@@ -10,6 +10,7 @@ from array import array
 from typing import Any, Literal
 
 import msgspec
+import structlog
 from aiohttp import web
 
 from broker.messages import ChatDone
@@ -20,6 +21,8 @@ from gateway.relay import Answer, relay
 from gateway.validation import check_model, read_body, sanitize_prompt
 
 __all__ = ["MAX_INPUTS", "EmbeddingsBody", "create_embeddings", "embed"]
+
+log = structlog.get_logger(__name__)
 
 MAX_INPUTS = 256  # texts in one request (OpenAI allows 2048; a worker embeds them in one call)
 
@@ -82,6 +85,8 @@ async def create_embeddings(request: web.Request) -> web.Response:
     raw = [body.input] if isinstance(body.input, str) else list(body.input)
     inputs = check_inputs(raw, max_chars=s.prompt_max_chars)
     model = check_model(body.model, default=s.default_model, allowed=await request.app[MODELS].current())
+    if body.user:
+        log.info("openai_end_user", end_user=body.user)
     done = await embed(request, model, inputs, dimensions=body.dimensions)
     assert done.embeddings is not None
     tokens = done.usage.prompt_tokens

@@ -40,7 +40,8 @@ KeepAlive = str | int | float | None
 
 
 class OllamaOptions(msgspec.Struct, forbid_unknown_fields=True):
-    """The ``options`` we pass on; any other Ollama option is refused by name."""
+    """The ``options`` we pass on to Ollama; any other (``mirostat``, ``num_gpu`` ...) is refused by
+    name: hardware and loading options are the operators'."""
 
     temperature: float | None = None
     top_p: float | None = None
@@ -49,6 +50,12 @@ class OllamaOptions(msgspec.Struct, forbid_unknown_fields=True):
     num_predict: int | None = None
     frequency_penalty: float | None = None
     presence_penalty: float | None = None
+    top_k: int | None = None
+    min_p: float | None = None
+    typical_p: float | None = None
+    repeat_penalty: float | None = None
+    repeat_last_n: int | None = None
+    num_ctx: int | None = None
 
 
 class OllamaToolFunctionIn(msgspec.Struct):
@@ -184,13 +191,16 @@ def _final(done: ChatDone) -> dict[str, Any]:
 
 class OllamaNdjson:
     """Ollama's stream: one JSON object per line, the last with ``done: true`` and the counts;
-    a failure mid-stream is an ``{"error": ...}`` line. No heartbeats (NDJSON has no comments)."""
+    a failure mid-stream is an ``{"error": ...}`` line.
 
-    heartbeat = b""
+    NDJSON has no comments, so the heartbeat (sent when the stream opens and during long gaps, so
+    proxies keep it open) is a chunk with no text, which Ollama's clients take as an empty token.
+    """
 
     def __init__(self, model: str, *, generate: bool) -> None:
         self._model = model
         self._generate = generate
+        self.heartbeat = self._line({**self._text(""), "done": False})
 
     def headers(self) -> dict[str, str]:
         return {"Content-Type": "application/x-ndjson", "Cache-Control": "no-cache, no-store"}

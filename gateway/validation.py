@@ -66,8 +66,22 @@ def generation_options(
     stop: str | list[str] | None = None,
     frequency_penalty: float | None = None,
     presence_penalty: float | None = None,
+    top_k: int | None = None,
+    min_p: float | None = None,
+    typical_p: float | None = None,
+    repeat_penalty: float | None = None,
+    repeat_last_n: int | None = None,
+    num_ctx: int | None = None,
 ) -> GenerationOptions | None:
     """Checked sampling options (None when none is set); bad values are 400 ``invalid_parameter``."""
+    for name, count in (("top_k", top_k), ("repeat_last_n", repeat_last_n), ("num_ctx", num_ctx)):
+        if count is not None and count < (-1 if name == "repeat_last_n" else 1):
+            raise ApiError(400, "invalid_parameter", f"{name} is out of range")
+    for name, share in (("min_p", min_p), ("typical_p", typical_p)):
+        if share is not None and not 0 <= share <= 1:
+            raise ApiError(400, "invalid_parameter", f"{name} must be between 0 and 1")
+    if repeat_penalty is not None and repeat_penalty < 0:
+        raise ApiError(400, "invalid_parameter", "repeat_penalty must be at least 0")
     if num_predict is not None and num_predict < 1:
         raise ApiError(400, "invalid_parameter", "max_tokens (num_predict) must be at least 1")
     if temperature is not None and not 0 <= temperature <= 2:
@@ -88,6 +102,12 @@ def generation_options(
         stop=stop,
         frequency_penalty=frequency_penalty,
         presence_penalty=presence_penalty,
+        top_k=top_k,
+        min_p=min_p,
+        typical_p=typical_p,
+        repeat_penalty=repeat_penalty,
+        repeat_last_n=repeat_last_n,
+        num_ctx=num_ctx,
     )
     return options if options.to_ollama() else None
 

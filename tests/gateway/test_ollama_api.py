@@ -200,6 +200,8 @@ async def test_leaving_an_ollama_stream_cancels_the_generation(
         headers=auth_header(keys.mint("leaver")),
     )
     assert response.headers["Content-Type"].startswith("application/x-ndjson")
+    opening = json.loads(await response.content.readline())  # the heartbeat: no text yet
+    assert opening["done"] is False and opening["message"] == {"role": "assistant", "content": ""}
     first = json.loads(await response.content.readline())
     assert first["done"] is False and first["message"]["content"]
     response.close()
