@@ -569,7 +569,7 @@ OPERATIONS: tuple[Operation, ...] = (
         body=JobBody,
         body_example={"prompt": "Summarise our travel policy", "session_id": "session123"},
         errors={
-            400: ("invalid_session_id", "empty_prompt", "invalid_model", "unknown_model"),
+            400: ("invalid_session_id", "empty_prompt", "invalid_model", "unknown_model", "unsupported_parameter"),
             413: ("prompt_too_long",),
             503: ("queue_full", "broker_unavailable"),
         },

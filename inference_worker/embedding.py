@@ -4,6 +4,7 @@ down or busy (an embedding has no partial answer, so any retryable failure may m
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -13,6 +14,7 @@ import structlog
 from broker.messages import EmbedRequest, Usage
 from inference_worker.metrics import WorkerMetrics
 from inference_worker.ollama import NodePool, NoHealthyNode, OllamaClient, OllamaError, StreamFailed
+from inference_worker.replies import ReplyStream
 
 __all__ = ["Embedder", "Embeddings"]
 
@@ -33,6 +35,36 @@ class Embedder:
         self._pool = pool
         self._ollama = ollama
         self._metrics = metrics
+
+    async def answer(self, request: EmbedRequest, replies: ReplyStream) -> None:
+        """Answer ``request`` on ``replies``: one done with the vectors, or an error."""
+        started = time.time()
+        if started > request.deadline:
+            self._metrics.generations.labels("expired", request.model).inc()
+            await replies.error("deadline_exceeded", "deadline passed")
+            return
+        try:
+            async with asyncio.timeout(request.deadline - started):
+                result = await self.run(request)
+        except OllamaError as exc:
+            self._metrics.generations.labels("error", request.model).inc()
+            self._metrics.errors.labels(exc.code).inc()
+            log.warning("embedding_failed", error=exc.code, detail=str(exc))
+            await replies.error(exc.code, str(exc))
+            return
+        except TimeoutError:
+            self._metrics.generations.labels("expired", request.model).inc()
+            await replies.error("deadline_exceeded", "the embeddings did not finish in time")
+            return
+        await replies.done(
+            model=request.model,
+            done_reason="stop",
+            usage=result.usage,
+            node=result.node,
+            embeddings=result.vectors,
+        )
+        self._metrics.generations.labels("ok", request.model).inc()
+        log.info("embedding_finished", model=request.model, inputs=len(request.input), node=result.node)
 
     async def run(self, request: EmbedRequest) -> Embeddings:
         """The vectors for ``request.input``; raises :class:`OllamaError` when no node could."""

@@ -319,44 +319,18 @@ class InferenceWorker(Service):
             structlog.contextvars.unbind_contextvars("request_id", "trace_id", "user_id")
 
     async def _embed(self, message: AbstractIncomingMessage, request: EmbedRequest) -> None:
-        """Answer an embedding request: one done with the vectors, or an error."""
         assert self._replies is not None and self._embedder is not None
         replies = self._replies.stream(request, message.reply_to or "", uuid.uuid4().hex[:12])
-        started = time.time()
-        if started > request.deadline:
-            self.metrics.generations.labels("expired", request.model).inc()
-            await replies.error("deadline_exceeded", "deadline passed")
-            return
+        key = (request.user_id, request.request_id)
         try:
-            async with asyncio.timeout(request.deadline - started):
-                result = await self._embedder.run(request)
-        except OllamaError as exc:
-            self.metrics.generations.labels("error", request.model).inc()
-            self.metrics.errors.labels(exc.code).inc()
-            log.warning("embedding_failed", error=exc.code, detail=str(exc))
-            await replies.error(exc.code, str(exc))
-            return
-        except TimeoutError:
-            self.metrics.generations.labels("expired", request.model).inc()
-            await replies.error("deadline_exceeded", "the embeddings did not finish in time")
-            return
+            await self._embedder.answer(request, replies)
         except asyncio.CancelledError:
-            if (request.user_id, request.request_id) not in self._cancel_reasons:
+            if key not in self._cancel_reasons:
                 raise  # shutdown past the grace period: settled() requeues the request
             current = asyncio.current_task()
             if current is not None:
                 current.uncancel()
             self.metrics.generations.labels("cancelled", request.model).inc()
-            return
-        await replies.done(
-            model=request.model,
-            done_reason="stop",
-            usage=result.usage,
-            node=result.node,
-            embeddings=result.vectors,
-        )
-        self.metrics.generations.labels("ok", request.model).inc()
-        log.info("embedding_finished", model=request.model, inputs=len(request.input), node=result.node)
 
     async def _start_job(self, request: ChatRequest) -> bool:
         """Mark the job running; True when it was cancelled before it started."""
