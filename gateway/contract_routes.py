@@ -76,13 +76,19 @@ JOB_ID = _path_param("job_id", "^[A-Za-z0-9._:-]{1,128}$", "as returned by POST 
 USER_ID = _path_param("user_id", None, "as returned by /register or /admin/users")
 
 CHAT_ERRORS: Mapping[int, tuple[str, ...]] = {
-    400: ("invalid_session_id", "empty_prompt", "invalid_model", "unknown_model", "model_not_found"),
+    400: (
+        "invalid_session_id",
+        "empty_prompt",
+        "invalid_model",
+        "unknown_model",
+        "model_not_found",
+        "model_rejected_request",
+    ),
     413: ("prompt_too_long",),
     502: (
         "generation_interrupted",
         "model_node_failed",
         "model_stream_failed",
-        "model_rejected_request",
         "model_error",
     ),
     503: ("queue_full", "broker_unavailable", "model_busy", "model_unavailable", "no_model_node"),
@@ -145,6 +151,7 @@ OLLAMA_CHAT_ERRORS: Mapping[int, tuple[str, ...]] = {
         "unsupported_parameter",
         "unsupported_content",
         "invalid_parameter",
+        "model_rejected_request",
     ),
     404: ("model_not_found",),
 }
@@ -569,7 +576,13 @@ OPERATIONS: tuple[Operation, ...] = (
         body=JobBody,
         body_example={"prompt": "Summarise our travel policy", "session_id": "session123"},
         errors={
-            400: ("invalid_session_id", "empty_prompt", "invalid_model", "unknown_model", "unsupported_parameter"),
+            400: (
+                "invalid_session_id",
+                "empty_prompt",
+                "invalid_model",
+                "unknown_model",
+                "unsupported_parameter",
+            ),
             413: ("prompt_too_long",),
             503: ("queue_full", "broker_unavailable"),
         },

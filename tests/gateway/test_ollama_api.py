@@ -212,3 +212,12 @@ async def test_leaving_an_ollama_stream_cancels_the_generation(
     await wait_for(aborted)
     assert state.stats.generations_completed == 0
     await worker.run_until_idle(timeout=15)
+
+
+async def test_what_the_model_node_refuses_is_the_callers_error(
+    gateway: Any, worker: Any, keys: KeyPair, client_for: ClientFor
+) -> None:
+    """Ollama's 400 (here: more dimensions than the model has) is a 400 for the caller, not a 502."""
+    with pytest.raises(ollama.ResponseError) as refused:
+        await client_for(gateway, keys.mint("ol")).embed(model="llama3.2", input="x", dimensions=10_000)
+    assert refused.value.status_code == 400 and "dimensions" in refused.value.error
