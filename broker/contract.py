@@ -19,6 +19,7 @@ from broker.messages import (
     ChatDone,
     ChatError,
     ChatRequest,
+    EmbedRequest,
     GenerationFinished,
     ReplyBatch,
     SessionEvent,
@@ -97,9 +98,19 @@ def asyncapi(topology: Topology | None = None) -> dict[str, Any]:
                     f"'queue full'; dead-lettered to '{t.dead_letter_exchange}'). Set reply_to to "
                     "your exclusive reply queue, correlation_id to request_id, expiration to the "
                     "deadline. Publish with confirms. reply_mode chooses how replies arrive: "
-                    "'message' (default) one per message, 'batch' in ReplyBatch messages."
+                    "'message' (default) one per message, 'batch' in ReplyBatch messages. Two "
+                    "kinds of request, by their 'type' field (AMQP type likewise): 'chat.request' "
+                    "(the default when 'type' is absent) and 'embed.request' (a batch of texts to "
+                    "embed, answered by one done carrying 'embeddings', no tokens)."
                 ),
-                "publish": {"message": _message(ChatRequest, "Ask for a chat generation")},
+                "publish": {
+                    "message": {
+                        "oneOf": [
+                            _message(ChatRequest, "Ask for a chat generation"),
+                            _message(EmbedRequest, "Ask for the embeddings of a batch of texts"),
+                        ]
+                    }
+                },
             },
             "<reply_to>": {
                 "description": (
@@ -118,7 +129,11 @@ def asyncapi(topology: Topology | None = None) -> dict[str, Any]:
                     "message": {
                         "oneOf": [
                             _message(TokenChunk, "A coalesced run of generated text"),
-                            _message(ChatDone, "The answer is complete, with usage"),
+                            _message(
+                                ChatDone,
+                                "The answer is complete, with usage (and tool_calls, or the "
+                                "embeddings of an EmbedRequest)",
+                            ),
                             _message(ChatError, "The generation failed"),
                             _message(
                                 ReplyBatch,

@@ -57,6 +57,7 @@ from gateway.appkeys import (
     VERIFIER,
 )
 from gateway.backlog import QueueBacklog
+from gateway.cors import CORS, cors_middleware, cors_on_prepare
 from gateway.lifecycle import Lifecycle
 from gateway.metrics import GatewayMetrics
 from gateway.middlewares import (
@@ -67,6 +68,7 @@ from gateway.middlewares import (
     request_id_on_prepare,
 )
 from gateway.models import ModelCatalog
+from gateway.ollama_api import ollama_errors_middleware
 from gateway.openai import openai_errors_middleware
 from gateway.publisher import RequestPublisher
 from gateway.quota import QuotaWatch
@@ -211,13 +213,16 @@ def create_app(settings: GatewaySettings, metrics: GatewayMetrics | None = None)
         middlewares=[
             security_headers_middleware,
             openai_errors_middleware,
+            ollama_errors_middleware,
             make_error_middleware(unavailable=(*REDIS_UNAVAILABLE, AuthUnavailable), on_unhandled=track),
             request_id_middleware,
+            cors_middleware,  # pre-flights are answered before authentication
             authentication_middleware,
             admission_middleware,
         ],
     )
     app[SETTINGS] = settings
+    app[CORS] = settings.cors
     app[METRICS] = metrics
     app[KEYS] = Keyspace(settings.common.key_prefix)
     app[LIFECYCLE] = Lifecycle()
@@ -226,5 +231,6 @@ def create_app(settings: GatewaySettings, metrics: GatewayMetrics | None = None)
     app.on_response_prepare.append(no_store_on_prepare)  # per-user answers, streams included
     app.on_response_prepare.append(request_id_on_prepare)
     app.on_response_prepare.append(rate_limit_headers_on_prepare)
+    app.on_response_prepare.append(cors_on_prepare)
     add_routes(app)
     return app

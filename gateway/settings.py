@@ -9,6 +9,7 @@ from pathlib import Path
 
 from common.archive import S3Settings
 from common.settings import CommonSettings, Env, SettingsError
+from gateway.cors import CorsPolicy
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +39,7 @@ class GatewaySettings:
     rate_limit_window: float
     s3: S3Settings
     rabbitmq_management_url: str | None
+    cors: CorsPolicy
     # API keys (gateway/api_keys.py): where they are verified, and for how long an answer is kept.
     api_key_verify_url: str | None = None
     api_key_cache_ttl: float = 30.0
@@ -97,6 +99,7 @@ class GatewaySettings:
             api_key_cache_ttl=env.float("API_KEY_CACHE_TTL", 30.0, minimum=1.0),
             quota_refresh=env.float("QUOTA_REFRESH_SECONDS", 2.0, minimum=0.05),
             internal_token=env.optional("INTERNAL_API_TOKEN") or "",
+            cors=CorsPolicy.from_env(env),
         )
 
 
