@@ -34,7 +34,7 @@ from auth.appkeys import (
 )
 from auth.audit import AuditLog
 from auth.bruteforce import LoginPolicy, LoginThrottle, RegistrationThrottle
-from auth.database import DATABASE_UNAVAILABLE, migrate, open_pool
+from auth.database import DATABASE_INVALID_INPUT, DATABASE_UNAVAILABLE, migrate, open_pool
 from auth.invitations import InvitationStore
 from auth.metrics import AuthMetrics
 from auth.organizations import OrganizationStore
@@ -202,7 +202,9 @@ def create_app(settings: AuthSettings) -> web.Application:
         client_max_size=settings.max_body_bytes,
         middlewares=[
             security_headers_middleware,
-            make_error_middleware(unavailable=(*REDIS_UNAVAILABLE, *DATABASE_UNAVAILABLE)),
+            make_error_middleware(
+                unavailable=(*REDIS_UNAVAILABLE, *DATABASE_UNAVAILABLE), invalid_input=DATABASE_INVALID_INPUT
+            ),
         ],
     )
     # Tokens and account data must not be cached; the JWKS handler sets its own public max-age.

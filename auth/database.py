@@ -19,7 +19,9 @@ from typing import TypeAlias
 import asyncpg
 import structlog
 
-__all__ = ["DATABASE_UNAVAILABLE", "Connection", "Pool", "migrate", "open_pool", "sqlalchemy_url"]
+__all__ = [
+    "DATABASE_INVALID_INPUT",
+    "DATABASE_UNAVAILABLE", "Connection", "Pool", "migrate", "open_pool", "sqlalchemy_url"]
 
 log = structlog.get_logger(__name__)
 
@@ -29,6 +31,10 @@ Connection: TypeAlias = "asyncpg.pool.PoolConnectionProxy[asyncpg.Record]"
 MIGRATIONS = Path(__file__).with_name("migrations")
 CONNECT_TIMEOUT = 3.0
 COMMAND_TIMEOUT = 10.0
+
+# What PostgreSQL raises for a value the client sent that it cannot take (SQLSTATE class 22: a
+# NUL character in text, a string or number out of range): answered 400, never 500.
+DATABASE_INVALID_INPUT: tuple[type[Exception], ...] = (asyncpg.DataError,)
 
 # What a PostgreSQL outage raises: answered 503 + Retry-After by the auth service.
 DATABASE_UNAVAILABLE: tuple[type[Exception], ...] = (

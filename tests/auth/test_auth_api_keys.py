@@ -143,3 +143,16 @@ async def test_the_audit_log_records_and_only_platform_admins_read_it(
         await auth_db.execute("UPDATE audit_log SET action = 'nothing'")
     with pytest.raises(asyncpg.RaiseError, match="append-only"):
         await auth_db.execute("DELETE FROM audit_log")
+
+
+async def test_text_postgresql_cannot_store_is_a_400_not_a_500(
+    client: Client, register: Register, login: Login, admin_token: str
+) -> None:
+    """A NUL character (found by the fuzzer) in a body field or a query parameter."""
+    _, token = await _token(register, login)
+    resp = await client.post("/me/api-keys", json={"name": "bad\u0000name"}, headers=_auth(token))
+    assert resp.status == 400
+    assert (await resp.json())["error"] == "invalid_input"
+    resp = await client.get("/admin/audit", params={"organization_id": "\u0000"}, headers=_auth(admin_token))
+    assert resp.status == 400
+    assert (await resp.json())["error"] == "invalid_input"
