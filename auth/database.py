@@ -21,7 +21,13 @@ import structlog
 
 __all__ = [
     "DATABASE_INVALID_INPUT",
-    "DATABASE_UNAVAILABLE", "Connection", "Pool", "migrate", "open_pool", "sqlalchemy_url"]
+    "DATABASE_UNAVAILABLE",
+    "Connection",
+    "Pool",
+    "migrate",
+    "open_pool",
+    "sqlalchemy_url",
+]
 
 log = structlog.get_logger(__name__)
 
