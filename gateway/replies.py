@@ -24,7 +24,7 @@ import msgspec
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 
-from broker.messages import BATCH, Reply, ReplyBatch, reply_decoder
+from broker.messages import BATCH, Alive, Reply, ReplyBatch, TokenChunk, reply_decoder
 from broker.topology import Topology
 from common.runtime import within
 
@@ -141,6 +141,11 @@ class DeadlineExceeded(Exception):
     pass
 
 
+class Stalled(Exception):
+    """No reply (token, done, error or a worker's Alive frame) for the stall interval: the worker
+    died or hangs, or no worker took the request up (``REPLY_STALL_SECONDS``)."""
+
+
 class ReplyCursor:
     """Reads one request's replies in order and hides transparent restarts.
 
@@ -150,25 +155,43 @@ class ReplyCursor:
     when something reached the client with :meth:`mark_delivered`. Replies of a
     generation switched away from are dropped: its worker may come back from a broker disconnect
     and go on publishing an answer the caller has already discarded.
+
+    Token frames are taken in ``seq`` order from ``next_seq`` on (0, or where a resumed client
+    left off): one already had is dropped (a replay, a redelivered request answered from its
+    record), a gap raises :class:`Interrupted`. Alive frames are not returned: like every reply
+    they only reset the watchdog, which raises :class:`Stalled` after ``stall`` seconds without one.
     """
 
-    def __init__(self, queue: asyncio.Queue[Reply], *, deadline_monotonic: float, heartbeat: float) -> None:
+    def __init__(
+        self,
+        queue: asyncio.Queue[Reply],
+        *,
+        deadline_monotonic: float,
+        heartbeat: float,
+        stall: float | None = None,
+        next_seq: int = 0,
+    ) -> None:
         self._queue = queue
         self._deadline = deadline_monotonic
         self._heartbeat = heartbeat
+        self._stall = stall
+        self._last_reply = asyncio.get_running_loop().time()
         self.generation: str | None = None
+        self.next_seq = next_seq
         self.restarts = 0
         self._delivered = False
         self._reset = False
         self._abandoned: set[str] = set()
 
     async def next(self) -> Reply | Heartbeat:
-        reply = await self._receive()
-        while not isinstance(reply, Heartbeat) and reply.generation in self._abandoned:
+        while True:
             reply = await self._receive()
-        if isinstance(reply, Heartbeat):
-            return reply
-        return self._follow(reply)
+            if isinstance(reply, Heartbeat):
+                return reply
+            if reply.generation not in self._abandoned:
+                followed = self._follow(reply)
+                if followed is not None:
+                    return followed
 
     def next_nowait(self) -> Reply | None:
         """Like :meth:`next`, but None instead of waiting when no reply is queued yet (lets a
@@ -178,10 +201,12 @@ class ReplyCursor:
         while not self._queue.empty():
             reply = self._queue.get_nowait()
             if reply.generation not in self._abandoned:
-                return self._follow(reply)
+                followed = self._follow(reply)
+                if followed is not None:
+                    return followed
         return None
 
-    def _follow(self, reply: Reply) -> Reply:
+    def _follow(self, reply: Reply) -> Reply | None:
         if self.generation is None:
             self.generation = reply.generation
         elif reply.generation != self.generation:
@@ -189,8 +214,17 @@ class ReplyCursor:
                 raise Interrupted
             self._abandoned.add(self.generation)
             self.generation = reply.generation
+            self.next_seq = 0
             self.restarts += 1
             self._reset = True
+        if isinstance(reply, TokenChunk):
+            if reply.seq < self.next_seq:
+                return None  # had it already
+            if reply.seq > self.next_seq:
+                raise Interrupted  # a hole in the answer
+            self.next_seq += 1
+        elif isinstance(reply, Alive):
+            return None
         return reply
 
     def mark_delivered(self) -> None:
@@ -204,18 +238,27 @@ class ReplyCursor:
 
     async def _receive(self) -> Reply | Heartbeat:
         loop = asyncio.get_running_loop()
-        remaining = self._deadline - loop.time()
+        now = loop.time()
+        remaining = self._deadline - now
         if remaining <= 0:
             raise DeadlineExceeded
         if self._queue.empty():
+            wait = min(remaining, self._heartbeat)
+            if self._stall is not None:
+                wait = min(wait, max(0.0, self._last_reply + self._stall - now))
             # asyncio.timeout, not wait_for: no extra task per reply (this runs once per chunk).
             try:
-                async with asyncio.timeout(min(remaining, self._heartbeat)):
+                async with asyncio.timeout(wait):
                     reply = await self._queue.get()
             except TimeoutError:
-                if loop.time() >= self._deadline:
+                now = loop.time()
+                if now >= self._deadline:
                     raise DeadlineExceeded from None
+                if self._stall is not None and now >= self._last_reply + self._stall:
+                    raise Stalled from None
                 return HEARTBEAT
+            self._last_reply = loop.time()
         else:
             reply = self._queue.get_nowait()
+            self._last_reply = now
         return reply
