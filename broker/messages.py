@@ -206,7 +206,9 @@ class Cancel(msgspec.Struct, kw_only=True, tag=CANCEL, tag_field="type"):
     """Stop a generation; broadcast on the control (cancel) fanout exchange to every worker.
 
     ``grace`` > 0 (a client that disconnected and may resume, ``RESUME_GRACE_SECONDS``): the worker
-    stops the generation only if no :class:`Resume` for it arrives within that many seconds."""
+    stops the generation only if no :class:`Resume` for it arrives within that many seconds.
+    ``reply_to`` (when set: the canceller's reply queue) makes a stale cancel harmless: a worker
+    ignores it once the generation's replies were re-pointed elsewhere by a Resume."""
 
     schema_version: int = SCHEMA_VERSION
     request_id: str
@@ -215,6 +217,7 @@ class Cancel(msgspec.Struct, kw_only=True, tag=CANCEL, tag_field="type"):
     reason: Literal["client_disconnected", "deadline_exceeded", "user_cancelled", "stalled"]
     trace_id: str = ""
     grace: float = 0.0
+    reply_to: str = ""
 
 
 class Resume(msgspec.Struct, kw_only=True, tag=RESUME, tag_field="type"):

@@ -33,7 +33,7 @@ from common.exchanges import exchange_turns
 from common.http import ApiError
 from gateway.appkeys import LIFECYCLE, METRICS, PUBLISHER, RECORDS, ROUTER, SETTINGS
 from gateway.publisher import BrokerUnavailable, NotQueued, QueueFull
-from gateway.replies import DeadlineExceeded, Heartbeat, Interrupted, ReplyCursor, Stalled
+from gateway.replies import DeadlineExceeded, Heartbeat, Interrupted, ReplyCursor, Stalled, Superseded
 from gateway.settings import GatewaySettings
 
 log = structlog.get_logger(__name__)
@@ -219,6 +219,7 @@ class Relay:
             reason=reason,  # type: ignore[arg-type]
             trace_id=owner.trace_id,
             grace=grace,
+            reply_to=self.app[ROUTER].address,
         )
         self.metrics.cancels.labels(reason).inc()
         self.app[LIFECYCLE].spawn(self.app[PUBLISHER].cancel(cancel, owner.deadline))
@@ -284,6 +285,11 @@ class Relay:
                             await response.write(b"".join(out))
                             out.clear()
                         reply = await self.cursor.next()
+                except Superseded:
+                    # A resume of this request on this gateway took its replies over (this
+                    # client's connection is gone, though the server had not noticed yet).
+                    self.outcome = "resumed_elsewhere"
+                    return response
                 except (Interrupted, Stalled, DeadlineExceeded) as exc:
                     code, message, reason = (
                         INTERRUPTED

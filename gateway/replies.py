@@ -75,14 +75,21 @@ class ReplyRouter:
         return len(self._pending)
 
     @contextmanager
-    def subscribe(self, request_id: str, user_id: str) -> Iterator[asyncio.Queue[Reply]]:
+    def subscribe(
+        self, request_id: str, user_id: str, *, takeover: bool = False
+    ) -> Iterator[asyncio.Queue[Reply]]:
         """Register before publishing the request, so no reply can arrive unrouted.
 
         ``request_id`` must be the gateway's own, unique id; a second subscription to the same id
-        is a programming error, refused rather than allowed to steal the first one's replies.
+        is a programming error, refused rather than allowed to steal the first one's replies;
+        except ``takeover`` (a resume by the same user): the first subscriber's cursor then raises
+        :class:`Superseded`.
         """
-        if request_id in self._pending:
-            raise RuntimeError(f"request id {request_id!r} is already being relayed")
+        current = self._pending.get(request_id)
+        if current is not None:
+            if not takeover or current[0] != user_id:
+                raise RuntimeError(f"request id {request_id!r} is already being relayed")
+            current[1].put_nowait(SUPERSEDED)  # type: ignore[arg-type]
         queue: asyncio.Queue[Reply] = asyncio.Queue()
         entry = (user_id, queue)
         self._pending[request_id] = entry
@@ -139,6 +146,17 @@ class Interrupted(Exception):
 
 class DeadlineExceeded(Exception):
     pass
+
+
+class Superseded(Exception):
+    """Another subscription (a resume on this gateway) took this request's replies over."""
+
+
+class _Superseded:
+    """The marker put into a superseded subscriber's queue."""
+
+
+SUPERSEDED = _Superseded()
 
 
 class Stalled(Exception):
@@ -200,6 +218,8 @@ class ReplyCursor:
             raise DeadlineExceeded
         while not self._queue.empty():
             reply = self._queue.get_nowait()
+            if reply is SUPERSEDED:  # type: ignore[comparison-overlap]
+                raise Superseded
             if reply.generation not in self._abandoned:
                 followed = self._follow(reply)
                 if followed is not None:
@@ -261,4 +281,6 @@ class ReplyCursor:
         else:
             reply = self._queue.get_nowait()
             self._last_reply = now
+        if reply is SUPERSEDED:  # type: ignore[comparison-overlap]
+            raise Superseded
         return reply

@@ -77,7 +77,7 @@ async def chat_events(request: web.Request) -> web.StreamResponse:
     owner = Owner(
         request_id, principal.user_id, principal.org_id, trace_id_of(request), time.time() + s.chat_deadline
     )
-    with router.subscribe(request_id, principal.user_id) as queue:
+    with router.subscribe(request_id, principal.user_id, takeover=True) as queue:
         cursor = ReplyCursor(
             queue,
             deadline_monotonic=started + s.chat_deadline,

@@ -257,6 +257,9 @@ class InferenceWorker(Service):
 
     def _cancel_now(self, key: tuple[str, str], cancel: Cancel) -> None:
         self._graced.pop(key, None)
+        stream = self._streams.get(key)
+        if cancel.reply_to and stream is not None and stream.reply_to != cancel.reply_to:
+            return  # from a gateway the stream moved away from (a Resume): stale
         task = self._cancellable.get(key)
         if task is not None and not task.done():
             self._cancel_reasons[key] = cancel.reason
