@@ -63,6 +63,10 @@ class TcpProxy:
     async def restore(self) -> None:
         await self.start()
 
+    def retarget(self, host: str, port: int) -> None:
+        """Connections accepted from now on go to ``host:port`` (another gateway, say)."""
+        self._target = (host, port)
+
     def hold_answers(self, held: bool = True) -> None:
         """Hold back what the target sends (a broker's confirms, say) while the client's bytes
         still reach it; ``False`` lets it through again."""

@@ -4,9 +4,12 @@ generating or from the committed record, exactly once and without a second gener
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
 from typing import Any
 
-from helpers import KeyPair, SseEvent, auth_header, iter_sse, read_sse, text_of
+from helpers import KeyPair, SseEvent, auth_header, iter_sse, read_sse, text_of, wait_for
+from tcp_proxy import TcpProxy
 
 from inference_worker.simulator import STATE_KEY as SIM_STATE
 from inference_worker.simulator import SimulatorConfig
@@ -159,3 +162,40 @@ async def test_client_reconnect_within_grace_resumes_the_same_generation_from_th
     assert rest[-1].event == "done"
     await worker.run_until_idle(timeout=15)
     assert stats.generations_started == 1 and stats.generations_aborted == 0
+
+
+def readme_client() -> Any:
+    """The README's resuming client, as written there."""
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    start = readme.index("```python", readme.index("A client in Python (aiohttp)")) + len("```python")
+    namespace: dict[str, Any] = {}
+    exec(readme[start : readme.index("```", start)], namespace)
+    return namespace["chat"]
+
+
+async def test_the_readme_client_gets_the_whole_answer_when_its_gateway_dies(
+    gateway_factory: Any, worker: Any, simulator: Any, keys: KeyPair
+) -> None:
+    tokens_total = 60
+    simulator.app[SIM_STATE].config = SimulatorConfig(
+        ttft_ms=5, tokens_per_second=40, answer_tokens=tokens_total
+    )
+    stats = simulator.app[SIM_STATE].stats
+    doomed, survivor = await gateway_factory(), await gateway_factory()
+    front = TcpProxy(doomed.host, doomed.port)  # one base URL, like HAProxy's
+    await front.start()
+    try:
+        chat = asyncio.create_task(readme_client()(f"http://{front.address}", keys.mint("u"), "s", PROMPT))
+
+        async def midway() -> bool:
+            return bool(stats.in_flight == 1 and stats.tokens_generated >= 10)
+
+        await wait_for(midway)
+        await front.cut()  # the gateway's connections die ...
+        front.retarget(survivor.host, survivor.port)  # ... and the front door routes elsewhere
+        await front.restore()
+        await doomed.close()
+        assert await asyncio.wait_for(chat, timeout=20) == answer(tokens_total)
+    finally:
+        await front.close()
+    assert stats.generations_started == 1
