@@ -49,7 +49,7 @@ from common.keyspace import Keyspace
 from common.models import ModelRegistry
 from common.redis import RedisClient, open_service_redis
 from common.service import Service
-from common.session_reader import SessionReader
+from common.session_reader import ArchivedIds, SessionReader
 from common.sessions import SessionStore, Turn
 from inference_worker.delivery import DeadLetter, Outcome, settled
 from inference_worker.generation import Completion, ModelCaller, Progress
@@ -124,7 +124,9 @@ class InferenceWorker(Service):
         self._history = HistoryReader(
             redis,
             CancelMarkers(redis, self.keys),
-            SessionReader(self._sessions, archive),
+            SessionReader(
+                self._sessions, archive, archived_ids=ArchivedIds(archive, ttl=s.archive_index_cache)
+            ),
             self._records,
             window=s.history_window,
         )
