@@ -302,7 +302,18 @@ class InferenceWorker(Service):
                 self.metrics.generations.labels("expired", request.model).inc()
                 await self._fail(request, replies, "deadline_exceeded", "deadline passed")
                 return
-            cancelled, history, record_state = await self._history.prefetch(request)
+            cancelled, history, record_state, cancel_at = await self._history.prefetch(request)
+            if cancel_at is not None and key not in self._graced:
+                # Its client went away while it waited; it may still resume until then.
+                disconnected = Cancel(
+                    request_id=request.request_id,
+                    user_id=request.user_id,
+                    org_id=request.org_id,
+                    reason="client_disconnected",
+                )
+                self._graced[key] = asyncio.get_running_loop().call_later(
+                    max(0.0, cancel_at - time.time()), self._cancel_now, key, disconnected
+                )
             if not cancelled and record_state in FINAL_STATES:
                 # Answered before (a redelivery after the outcome was committed): never a second
                 # generation; the client still waiting gets the recorded answer.
