@@ -54,7 +54,7 @@ class HistoryReader:
         if cancelled or not session_id:
             return Prefetched(cancelled, [], state, cancel_at)
         history = await self._sessions.recent(
-            request.user_id, session_id, self._window, prefetched=results[2]
+            request.user_id, session_id, self._window, prefetched=results[2], synced=bool(results[3])
         )
         return Prefetched(False, history, state, cancel_at)
 

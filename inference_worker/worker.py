@@ -49,7 +49,7 @@ from common.keyspace import Keyspace
 from common.models import ModelRegistry
 from common.redis import RedisClient, open_service_redis
 from common.service import Service
-from common.session_reader import ArchivedIds, SessionReader
+from common.session_reader import SessionReader
 from common.sessions import SessionStore, Turn
 from inference_worker.control import Controls
 from inference_worker.delivery import DeadLetter, Outcome, settled
@@ -120,9 +120,7 @@ class InferenceWorker(Service):
         self._history = HistoryReader(
             redis,
             CancelMarkers(redis, self.keys),
-            SessionReader(
-                self._sessions, archive, archived_ids=ArchivedIds(archive, ttl=s.archive_index_cache)
-            ),
+            SessionReader(self._sessions, archive),
             self._records,
             window=s.history_window,
         )
