@@ -1,10 +1,19 @@
 # One image for every Python service (gateway, auth, inference worker, archiver and the RabbitMQ
 # definitions job); compose picks the process with `command:`. Build from the repository root:
 #   docker build -t enterprise-chat .
+# The chat page's pinned npm libraries (package-lock.json), copied into gateway/web/vendor/ by the
+# same script as `make web`; only those files reach the image (no node, no node_modules).
+FROM node:20-slim AS web
+WORKDIR /src
+COPY package.json package-lock.json ./
+COPY scripts/build-web.sh scripts/
+RUN mkdir -p gateway/web && bash scripts/build-web.sh
+
 FROM python:3.11-slim AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 COPY . .
+COPY --from=web /src/gateway/web/vendor gateway/web/vendor
 RUN python -m venv /opt/venv && /opt/venv/bin/pip install .
 
 FROM python:3.11-slim

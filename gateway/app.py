@@ -65,6 +65,7 @@ from gateway.middlewares import (
 )
 from gateway.models import ModelCatalog
 from gateway.openai import openai_errors_middleware
+from gateway.page import PAGE, PageAssets
 from gateway.publisher import RequestPublisher
 from gateway.replies import ReplyRouter
 from gateway.routes import add_routes
@@ -205,6 +206,7 @@ def create_app(settings: GatewaySettings, metrics: GatewayMetrics | None = None)
     app[METRICS] = metrics
     app[KEYS] = Keyspace(settings.common.key_prefix)
     app[LIFECYCLE] = Lifecycle()
+    app[PAGE] = PageAssets.load()
     app.cleanup_ctx.extend([_redis_ctx, _http_ctx, _archive_ctx, _broker_ctx, _replies_ctx, _background_ctx])
     app.on_response_prepare.append(security_headers_on_prepare)
     app.on_response_prepare.append(no_store_on_prepare)  # per-user answers, streams included

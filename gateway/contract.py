@@ -109,6 +109,7 @@ TAGS = (
     {"name": "jobs", "description": "Asynchronous chats."},
     {"name": "sessions", "description": "The caller's conversations."},
     {"name": "operations", "description": "Health, readiness and this document."},
+    {"name": "page", "description": "The chat page for browsers and its assets."},
 )
 
 
@@ -164,6 +165,8 @@ def _success_response(reply: Reply) -> dict[str, Any]:
         content["application/json"] = {"schema": _ref(reply.schema.__name__)}
     if reply.events is not None:
         content["text/event-stream"] = {"schema": dict(reply.events)}
+    for media in reply.media:
+        content[media] = {"schema": {"type": "string"}}
     if content:
         response["content"] = content
     if reply.headers:

@@ -35,6 +35,7 @@ class Reply:
     schema: type | None = None
     headers: tuple[str, ...] = ()
     events: Mapping[str, Any] | None = None  # when set: also text/event-stream, one event's schema
+    media: tuple[str, ...] = ()  # bodies that are not JSON (the chat page): their media types
 
 
 @dataclass(frozen=True)
@@ -469,5 +470,35 @@ OPERATIONS: tuple[Operation, ...] = (
         "This document",
         {200: Reply("The OpenAPI 3.1 document of the whole HTTP API.")},
         access="public",
+    ),
+    # -- gateway: the chat page (gateway/page.py) --------------------------------------------------------
+    Operation(
+        "GET",
+        "/",
+        "gateway",
+        "getChatPage",
+        "page",
+        "The chat page for a browser",
+        {200: Reply("The page (HTML); its scripts and styles are under /assets/.", media=("text/html",))},
+        access="public",
+        description="Served with its own strict Content-Security-Policy (scripts, styles and "
+        "fetch from this origin only, no inline script, Trusted Types) and an ETag.",
+    ),
+    Operation(
+        "GET",
+        "/assets/{name}",
+        "gateway",
+        "getChatPageAsset",
+        "page",
+        "A script, stylesheet or icon of the chat page",
+        {
+            200: Reply(
+                "The file: a JavaScript module, a stylesheet, an icon or a library's license.",
+                media=("text/javascript", "text/css", "image/svg+xml", "text/plain"),
+            )
+        },
+        access="public",
+        parameters=(_path_param("name", r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$", "a file name"),),
+        errors={404: ("not_found",)},
     ),
 )

@@ -18,13 +18,14 @@ from gateway.chat import chat
 from gateway.health import health, metrics, ready
 from gateway.jobs import cancel_job, create_job, get_job
 from gateway.openai import chat_completions, list_models
+from gateway.page import asset, index
 from gateway.sessions import delete_own_session, end_own_session, get_own_session, list_own_sessions
 
 __all__ = ["ROUTES", "Access", "Route", "access_of", "add_routes"]
 
 
 class Access(enum.Enum):
-    PUBLIC = "public"  # no token (probes, metrics on the internal network, the API document)
+    PUBLIC = "public"  # no token (probes, metrics on the internal network, the API document, the page)
     USER = "user"  # a verified, admitted token; checks the rate limit without spending
     GENERATION = "generation"  # as USER, and starts a generation: spends one from the rate limit
 
@@ -52,6 +53,8 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/ready", ready, Access.PUBLIC),
     Route("GET", "/metrics", metrics, Access.PUBLIC),
     Route("GET", "/openapi.json", openapi_document, Access.PUBLIC),
+    Route("GET", "/", index, Access.PUBLIC),  # the chat page (gateway/page.py)
+    Route("GET", "/assets/{name}", asset, Access.PUBLIC),
 )
 
 _ACCESS = {(route.method, route.path): route.access for route in ROUTES}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
@@ -61,6 +62,9 @@ class SimulatorConfig:
     answer_tokens: int = 24
     max_queue: int = 512  # generations in flight before 503, like OLLAMA_MAX_QUEUE
     fail_after_tokens: int | None = None  # stream this many tokens, then an error line
+    # Answer exactly this text (one token per word, its spacing kept) instead of generated words:
+    # a test makes the "model" say what it needs (hostile Markdown for the page's XSS test).
+    answer_text: str | None = None
 
     def __post_init__(self) -> None:
         if not self.models:
@@ -126,6 +130,7 @@ _chat_decoder = msgspec.json.Decoder(_ChatRequest)
 _object_decoder = msgspec.json.Decoder(dict[str, Any])
 _encoder = msgspec.json.Encoder()
 _CONFIG_FIELDS = frozenset(f.name for f in fields(SimulatorConfig))
+_WORD_START = re.compile(r"(?<=\s)(?=\S)")  # splits "a  b\nc" into "a  ", "b\n", "c"
 
 
 def _rfc3339(moment: datetime | None = None) -> str:
@@ -156,7 +161,10 @@ class _Generation:
         self.stream = body.stream is not False
         turns = [(m.role, m.content) for m in body.messages or ()]
         self.prompt_eval_count = prompt_token_count(turns)
-        self.tokens = generate_tokens(body.model, turns, config.answer_tokens)
+        if config.answer_text:
+            self.tokens = _WORD_START.split(config.answer_text)
+        else:
+            self.tokens = generate_tokens(body.model, turns, config.answer_tokens)
         self.done_reason = "stop"
         num_predict = (body.options or {}).get("num_predict")
         if isinstance(num_predict, int) and 0 < num_predict < len(self.tokens):
