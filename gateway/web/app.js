@@ -180,12 +180,12 @@ function formatTime(seconds) {
   return new Date(seconds * 1000).toLocaleString(undefined, { dateStyle: "short", timeStyle: "short" });
 }
 
-async function loadSessions() {
+async function loadSessions({ quiet = false } = {}) {
   let sessions;
   try {
     ({ sessions } = await api.json("/sessions?limit=50"));
   } catch (problem) {
-    if (problem.status !== 401) notify(`Conversations could not be loaded: ${explain(problem).text}`, { kind: "warn" });
+    if (problem.status !== 401 && !quiet) notify(`Conversations could not be loaded: ${explain(problem).text}`, { kind: "warn" });
     return;
   }
   sessions.sort((a, b) => (b.last_activity || 0) - (a.last_activity || 0));
@@ -278,7 +278,8 @@ async function openSession(id) {
   $("messages").replaceChildren();
   for (const turn of session.turns) addMessage(turn.role, turn.content, "done");
   for (const item of $("sessions").children) {
-    item.toggleAttribute("aria-current", item.dataset.sessionId === id);
+    if (item.dataset.sessionId === id) item.setAttribute("aria-current", "true");
+    else item.removeAttribute("aria-current");
   }
   $("prompt").focus();
 }
@@ -294,7 +295,7 @@ function newSession() {
   $("prompt").focus();
 }
 $("new-session").addEventListener("click", newSession);
-$("refresh-sessions").addEventListener("click", loadSessions);
+$("refresh-sessions").addEventListener("click", () => loadSessions());
 
 // -- messages -----------------------------------------------------------------------------------
 function addMessage(role, text, status) {
@@ -405,7 +406,7 @@ async function send(prompt) {
   } finally {
     state.controller = null;
     setRunning(false);
-    loadSessions();
+    loadSessions({ quiet: true }); // the answer's own message stays on screen
   }
 }
 

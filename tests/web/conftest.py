@@ -104,10 +104,10 @@ async def web_stack_factory(
     keys: KeyPair,
     tmp_path: Path,
 ) -> AsyncIterator[Any]:
-    """``await web_stack_factory(**gateway_env)``: the stack, all servers UP in HAProxy."""
+    """``await web_stack_factory(auth_env, **gateway_env)``: the stack, every server UP in HAProxy."""
     started: list[tuple[HAProxy, TestServer]] = []
 
-    async def start(**gateway_env: str) -> WebStack:
+    async def start(auth_env: dict[str, str] | None = None, **gateway_env: str) -> WebStack:
         auth = await start_server(
             create_auth_app(
                 AuthSettings.from_env(
@@ -117,13 +117,16 @@ async def web_stack_factory(
                         "AUTH_HASH_WORKERS": "2",
                         "AUTH_SIGNING_KEY": _signing_pem(keys),
                         "AUTH_TRUSTED_PROXIES": "127.0.0.1",
+                        **(auth_env or {}),
                     }
                 )
             )
         )
         await archiver_factory()
         gateways = [
-            await gateway_factory(INSTANCE_ID=f"web{i}", RATE_LIMIT_PER_MINUTE="1000", **gateway_env)
+            await gateway_factory(
+                **{"INSTANCE_ID": f"web{i}", "RATE_LIMIT_PER_MINUTE": "1000", **gateway_env}
+            )
             for i in (1, 2)
         ]
         ssl_dir = tmp_path / "ssl"

@@ -13,7 +13,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from playwright.async_api import Browser, BrowserContext, Page, Request, expect
+from playwright.async_api import Browser, BrowserContext, Page, Request, Route, expect
 from web_support import AXE, GATEWAYS_UP, Shots, WebStack
 
 pytestmark = pytest.mark.timeout(180)
@@ -202,9 +202,10 @@ async def test_an_employee_chats_stops_reads_the_archive_and_signs_out(
     await expect(page.locator("#signin-view")).to_be_visible()
     assert await page.evaluate("sessionStorage.length") == 0
     assert await page.evaluate("localStorage.length") == 0
-    async with aiohttp.ClientSession() as http, http.get(
-        stack.url + "/sessions", headers={"Authorization": f"Bearer {token}"}
-    ) as response:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(stack.url + "/sessions", headers={"Authorization": f"Bearer {token}"}) as response,
+    ):
         assert response.status == 401
     await shots.take(page, "signed-out")
     assert not [e for e in errors if "Content Security Policy" in e or "TrustedHTML" in e], errors
@@ -265,17 +266,39 @@ async def test_model_output_is_sanitized_and_code_can_be_copied(
     await context.close()
 
 
-async def test_clear_messages_for_limits_expired_sign_in_and_lost_connections(
+async def test_clear_messages_for_busy_limits_lost_connections_and_expired_sign_in(
     web_stack_factory: Any, browser: Browser, shots: Shots
 ) -> None:
-    stack: WebStack = await web_stack_factory(RATE_LIMIT_PER_MINUTE="2")
+    # Access tokens of 35 s: the page refreshes 30 s before expiry, so within this test.
+    stack: WebStack = await web_stack_factory({"AUTH_ACCESS_TOKEN_TTL": "35"}, RATE_LIMIT_PER_MINUTE="2")
     context, page = await _new_page(browser)
     tokens = Tokens(page)
+    refreshes: list[int] = []
+    page.on("response", lambda r: refreshes.append(r.status) if r.url.endswith("/refresh") else None)
     await _register(page, stack, f"limits_{uuid.uuid4().hex[:8]}")
 
-    # 429: the time to wait is on screen.
+    # 503 (HAProxy's answer while no gateway is up, injected at the browser's network layer for
+    # the first try): the page says it is busy and retries by itself.
+    busy = {"error": "unavailable", "message": "no gateway is up"}
+    answered_busy: list[str] = []
+
+    async def first_busy(route: Route) -> None:
+        if not answered_busy:
+            answered_busy.append(route.request.url)
+            await route.fulfill(status=503, headers={"Retry-After": "2"}, json=busy)
+        else:
+            await route.continue_()
+
+    await page.route("**/chat", first_busy)
     await _send(page, "one")
+    await expect(page.locator("#notice")).to_contain_text(re.compile(r"busy; retrying in \d s"))
+    await shots.take(page, "busy-retrying")
     await expect(_last_answer(page)).to_have_attribute("data-state", "done")
+    await expect(page.locator("#notice")).to_be_hidden()
+    assert answered_busy
+    await page.unroute("**/chat")
+
+    # 429 after a lost connection (below): the time to wait is on screen.
     await _send(page, "two")
     answer = _last_answer(page)
     await _until(lambda: answer.evaluate("e => Number(e.dataset.tokens || 0) >= 2"))
@@ -297,11 +320,14 @@ async def test_clear_messages_for_limits_expired_sign_in_and_lost_connections(
     )
     await shots.take(page, "rate-limited")
 
+    # The access token was refreshed before it expired, and the page kept working with the new one.
+    assert 200 in refreshes, refreshes
+
     # Expired sign-in: the login is revoked behind the page's back; its next call says so.
     assert tokens.last
-    async with aiohttp.ClientSession() as http:
-        async with http.post(stack.url + "/logout", headers={"Authorization": f"Bearer {tokens.last}"}) as r:
-            assert r.status == 204
+    bearer = {"Authorization": f"Bearer {tokens.last}"}
+    async with aiohttp.ClientSession() as http, http.post(stack.url + "/logout", headers=bearer) as response:
+        assert response.status == 204
     await page.get_by_role("button", name="Refresh conversations").click()
     await expect(page.locator("#signin-view")).to_be_visible()
     await expect(page.locator("#signin-error")).to_have_text(

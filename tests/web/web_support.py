@@ -34,15 +34,15 @@ class WebStack:
         return self.haproxy.http_url
 
     async def simulator_stats(self) -> dict[str, int]:
-        async with aiohttp.ClientSession() as session:
-            async with session.get(f"{simulator_url(self.simulator)}/sim/stats") as response:
-                stats: dict[str, int] = await response.json()
-                return stats
+        url = f"{simulator_url(self.simulator)}/sim/stats"
+        async with aiohttp.ClientSession() as session, session.get(url) as response:
+            stats: dict[str, int] = await response.json()
+            return stats
 
     async def simulator_config(self, **changes: Any) -> None:
-        async with aiohttp.ClientSession() as session:
-            async with session.post(f"{simulator_url(self.simulator)}/sim/config", json=changes) as response:
-                assert response.status == 200, await response.text()
+        url = f"{simulator_url(self.simulator)}/sim/config"
+        async with aiohttp.ClientSession() as session, session.post(url, json=changes) as response:
+            assert response.status == 200, await response.text()
 
 
 class Shots:
@@ -57,5 +57,5 @@ class Shots:
     async def take(self, page: Page, step: str) -> Path:
         self.count += 1
         path = self.directory / f"{self.count:02d}-{step}.png"
-        await page.screenshot(path=str(path), full_page=True)
+        await page.screenshot(path=str(path), full_page=True, animations="disabled")
         return path
