@@ -139,6 +139,7 @@ def banner(ollama: str, simulated: bool) -> str:
     base = f"http://localhost:{HAPROXY_PORT}"
     return f"""
 Enterprise chat is running.
+  chat page (browser) {base}/
   chat API (HAProxy)  {base}   (TLS https://localhost:{HAPROXY_TLS_PORT}, self-signed)
   auth                http://localhost:{AUTH_PORT}   (also routed through {base})
   gateways            {", ".join(f"http://localhost:{p}" for p in GATEWAY_PORTS)}
