@@ -120,6 +120,15 @@ async def test_an_employee_chats_stops_reads_the_archive_and_signs_out(
     assert set(models) == {"llama3.2", "qwen2.5"}
     await shots.take(page, "signed-in")
 
+    # The keyboard: Shift+Enter is a new line, Enter sends.
+    prompt = page.locator("#prompt")
+    await prompt.fill("first line")
+    await prompt.press("Shift+Enter")
+    await prompt.press_sequentially("second line")
+    assert await prompt.input_value() == "first line\nsecond line"
+    await expect(page.locator("li.message")).to_have_count(0)
+    await prompt.fill("")
+
     # The Hebrew prompt: tokens are on screen while the answer is still streaming.
     await _send(page, HEBREW_PROMPT)
     user_message = page.locator("li.message.user .body").last
@@ -263,6 +272,12 @@ async def test_model_output_is_sanitized_and_code_can_be_copied(
     await expect(answer.get_by_role("button", name="Copy code")).to_have_text("Copied")
     assert await page.evaluate("navigator.clipboard.readText()") == 'print("copied exactly")\n'
     await shots.take(page, "sanitized")
+
+    # Trusted Types are enforced: HTML from a plain string cannot be written into the page at all.
+    outcome = await page.evaluate(
+        "() => { try { document.body.innerHTML = '<b>x</b>'; return 'written' } catch (e) { return e.name } }"
+    )
+    assert outcome == "TypeError"
     await context.close()
 
 
