@@ -63,6 +63,12 @@ class Keyspace:
         the request's owner: a cancel can only ever stop that user's own request."""
         return f"{self.prefix}cancelled:{self.user_tag(user_id)}:{request_id}"
 
+    def chat_record(self, user_id: str, request_id: str) -> str:
+        """Hash: one chat request's outcome (state, generation, text, chunk offsets, final reply),
+        committed once; answers a resumed stream after the generation ended. Under the owner's
+        hash tag, so it is committed in one script with the session's turns. See common/exchanges.py."""
+        return f"{self.prefix}chat:{self.user_tag(user_id)}:{request_id}"
+
     def revoked_jti(self, user_id: str, jti: str) -> str:
         """Denylisted access token; under the user's hash tag so the gateway's admission script
         checks it, the disabled flag and the rate limit in one round trip."""

@@ -13,7 +13,11 @@ so the archived turns are read, listed and merged as if nothing had happened; th
 locates too, merges a resumed session into its one existing object. The model's history window
 (:meth:`SessionReader.recent`) does not ask S3 on a session's first chat: it would cost every new
 session an S3 round trip before its first token; once the session was located (read, listed or
-archived) its pointer is back and the history with it.
+archived) its pointer is back and the history with it. Except with an :class:`ArchivedIds` (the
+worker's): a session's first chat with neither turns nor a pointer in Redis looks its id up in the
+user's list of archived sessions, listed from the bucket's index at most once per ``ttl`` per
+process (one S3 listing per user, not one S3 read per new session), and a session found there is
+located (its pointer put back) and its archived turns are the model's history.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import structlog
 from common.archive import ArchiveCorrupt, ArchivedSession, ArchiveStore, ArchiveUnavailable, merge_turns
 from common.sessions import ArchivePointer, SessionStore, Snapshot, Turn
 
-__all__ = ["Located", "SessionReader", "SessionView"]
+__all__ = ["ArchivedIds", "Located", "SessionReader", "SessionView"]
 
 log = structlog.get_logger(__name__)
 
@@ -52,9 +56,44 @@ class SessionView:
     turns: list[Turn]
 
 
+class ArchivedIds:
+    """Which session ids each user has in the archive's index, listed at most once per ``ttl``
+    (bounded to ``max_users`` users; an S3 failure, or a listing slower than ``wait``, counts as
+    none, for ``ttl`` too: a chat never waits long for S3)."""
+
+    def __init__(
+        self, archive: ArchiveStore, *, ttl: float = 60.0, wait: float = 0.5, max_users: int = 10_000
+    ) -> None:
+        self._archive = archive
+        self._ttl = ttl
+        self._wait = wait
+        self._max_users = max_users
+        self._listed: dict[str, tuple[float, frozenset[str]]] = {}
+
+    async def contains(self, user_id: str, session_id: str) -> bool:
+        now = asyncio.get_running_loop().time()
+        cached = self._listed.get(user_id)
+        if cached is None or now - cached[0] > self._ttl:
+            try:
+                async with asyncio.timeout(self._wait):
+                    ids = frozenset(await self._archive.indexed(user_id))
+            except (ArchiveUnavailable, ArchiveCorrupt, TimeoutError) as exc:
+                log.warning("archive_index_unavailable", error=repr(exc))
+                ids = frozenset()
+            if len(self._listed) >= self._max_users:
+                self._listed.pop(next(iter(self._listed)))
+            cached = self._listed[user_id] = (now, ids)
+        return session_id in cached[1]
+
+
 class SessionReader:
     def __init__(
-        self, store: SessionStore, archive: ArchiveStore | None, *, index_wait: float | None = None
+        self,
+        store: SessionStore,
+        archive: ArchiveStore | None,
+        *,
+        index_wait: float | None = None,
+        archived_ids: ArchivedIds | None = None,
     ) -> None:
         """``index_wait``: for a session Redis has but without a pointer (almost always one never
         archived), how long :meth:`locate` waits for the archive's index before going on without
@@ -64,6 +103,7 @@ class SessionReader:
         self._store = store
         self._archive = archive
         self._index_wait = index_wait
+        self._archived_ids = archived_ids
 
     async def locate(self, user_id: str, session_id: str) -> Located:
         """Redis state and archive pointer in one atomic read; without a pointer in Redis, the
@@ -153,7 +193,12 @@ class SessionReader:
         if turns:
             return turns
         try:
-            document = await self.archived(await self._store.pointer(user_id, session_id))
+            pointer = await self._store.pointer(user_id, session_id)
+            # Redis may have lost the pointer of an archived session (see the module docstring).
+            ids = self._archived_ids
+            if pointer is None and ids is not None and await ids.contains(user_id, session_id):
+                pointer = (await self.locate(user_id, session_id)).pointer
+            document = await self.archived(pointer)
         except (ArchiveUnavailable, ArchiveCorrupt) as exc:
             log.warning("archived_history_unavailable", error=str(exc))
             return []

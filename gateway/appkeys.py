@@ -7,6 +7,7 @@ from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnec
 from aiohttp import ClientSession, web
 
 from common.archive import ArchiveStore
+from common.exchanges import ChatRecords
 from common.jobs import JobStore
 from common.keyspace import Keyspace
 from common.redis import RedisClient
@@ -38,6 +39,7 @@ __all__ = [
     "PRINCIPAL",
     "PUBLISHER",
     "READER",
+    "RECORDS",
     "REDIS",
     "REQUEST_ID",
     "ROUTER",
@@ -60,6 +62,7 @@ LIFECYCLE = web.AppKey("lifecycle", Lifecycle)
 # -- the app: resources, each opened and closed by its own cleanup_ctx entry (gateway/app.py) ------
 REDIS: web.AppKey[RedisClient] = web.AppKey("redis")
 SESSIONS = web.AppKey("sessions", SessionStore)
+RECORDS = web.AppKey("records", ChatRecords)
 JOBS = web.AppKey("jobs", JobStore)
 ADMISSION = web.AppKey("admission", Admission)
 MODELS = web.AppKey("models", ModelCatalog)

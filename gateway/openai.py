@@ -91,6 +91,7 @@ class OpenAISse:
     """``data: {chat.completion.chunk}`` lines, then ``data: [DONE]``."""
 
     heartbeat = b": keep-alive\n\n"
+    resumable = False  # the resume contract is the native stream's (POST /chat)
 
     def __init__(self, completion_id: str, model: str, created: int, include_usage: bool) -> None:
         self._id = completion_id
@@ -116,7 +117,7 @@ class OpenAISse:
         delta = {"role": "assistant", "content": content} if seq == 0 else {"content": content}
         return self._chunk(delta, None)
 
-    def done(self, done: ChatDone, text: str) -> bytes:
+    def done(self, done: ChatDone, text: str, seq: int) -> bytes:
         last = self._chunk({}, _finish_reason(done))
         if self._include_usage:
             usage = {
@@ -130,7 +131,7 @@ class OpenAISse:
             last += b"data: " + _encoder.encode(usage) + b"\n\n"
         return last + b"data: [DONE]\n\n"
 
-    def error(self, code: str, message: str) -> bytes:
+    def error(self, code: str, message: str, seq: int) -> bytes:
         return b"data: " + _encoder.encode(openai_error_body(code, message, 502)) + b"\n\n"
 
 

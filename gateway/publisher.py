@@ -11,7 +11,7 @@ from aio_pika.exceptions import DeliveryError, PublishError
 from aiormq.exceptions import AMQPError, ChannelInvalidStateError
 
 from broker.envelope import envelope, publish
-from broker.messages import CANCEL, CHAT_REQUEST, Cancel, ChatRequest, encoder
+from broker.messages import CANCEL, CHAT_REQUEST, RESUME, Cancel, ChatRequest, Resume, encoder
 from broker.topology import REQUEST_ROUTING_KEY
 from common.cancels import CancelMarkers
 
@@ -96,5 +96,16 @@ class RequestPublisher:
             persistent=False,
             request_id=cancel.request_id,
             trace_id=cancel.trace_id,
+        )
+        await publish(self._cancel, "", message)
+
+    async def publish_resume(self, resume: Resume) -> None:
+        """Broadcast a Resume on the same control fanout (gateway/resume.py); not confirmed."""
+        message = envelope(
+            encoder.encode(resume),
+            type=RESUME,
+            persistent=False,
+            request_id=resume.request_id,
+            trace_id=resume.trace_id,
         )
         await publish(self._cancel, "", message)

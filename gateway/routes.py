@@ -19,6 +19,7 @@ from gateway.health import health, metrics, ready
 from gateway.jobs import cancel_job, create_job, get_job
 from gateway.openai import chat_completions, list_models
 from gateway.page import asset, index
+from gateway.resume import chat_events
 from gateway.sessions import delete_own_session, end_own_session, get_own_session, list_own_sessions
 
 __all__ = ["ROUTES", "Access", "Route", "access_of", "add_routes"]
@@ -40,6 +41,7 @@ class Route:
 
 ROUTES: tuple[Route, ...] = (
     Route("POST", "/chat", chat, Access.GENERATION),
+    Route("GET", "/chat/{request_id}/events", chat_events, Access.USER),
     Route("POST", "/v1/chat/completions", chat_completions, Access.GENERATION),
     Route("GET", "/v1/models", list_models, Access.USER),
     Route("POST", "/jobs", create_job, Access.GENERATION),

@@ -12,6 +12,7 @@ one :class:`~inference_worker.replies.ReplyBatcher`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import time
 import uuid
@@ -25,19 +26,30 @@ from aio_pika.abc import (
     AbstractIncomingMessage,
     AbstractRobustConnection,
 )
+from redis.exceptions import RedisError
 
 from broker.events import publish_session_event, session_event
-from broker.messages import ChatRequest, cancel_decoder, request_decoder
+from broker.messages import (
+    Cancel,
+    ChatDone,
+    ChatError,
+    ChatRequest,
+    Reply,
+    Resume,
+    control_decoder,
+    request_decoder,
+)
 from common.amqp import connect, ready_messages, topology_for
 from common.archive import ArchiveStore
 from common.cancels import CancelMarkers
+from common.exchanges import FINAL_STATES, ChatRecords, RecordState, exchange_turns
 from common.health import broker_and_redis_ready
 from common.jobs import JobStore
 from common.keyspace import Keyspace
 from common.models import ModelRegistry
 from common.redis import RedisClient, open_service_redis
 from common.service import Service
-from common.session_reader import SessionReader
+from common.session_reader import ArchivedIds, SessionReader
 from common.sessions import SessionStore, Turn
 from inference_worker.delivery import DeadLetter, Outcome, settled
 from inference_worker.generation import Completion, ModelCaller, Progress
@@ -67,6 +79,7 @@ class InferenceWorker(Service):
         )
         self._redis: RedisClient | None = None
         self._sessions: SessionStore | None = None
+        self._records: ChatRecords | None = None
         self._jobs: JobStore | None = None
         self._connection: AbstractRobustConnection | None = None
         self._channels: tuple[AbstractChannel, ...] = ()
@@ -79,6 +92,10 @@ class InferenceWorker(Service):
         self._running: set[asyncio.Task[None]] = set()
         self._cancellable: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._cancel_reasons: dict[tuple[str, str], str] = {}
+        # The running attempts' reply streams (a Resume re-points one), and cancels waiting out
+        # their grace period (a Resume within it drops the cancel), by (owner, request id).
+        self._streams: dict[tuple[str, str], ReplyStream] = {}
+        self._graced: dict[tuple[str, str], asyncio.TimerHandle] = {}
         self.metrics.slots.set(settings.concurrency)
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -92,6 +109,7 @@ class InferenceWorker(Service):
             redis, self.keys, max_turns=s.session_max_turns, max_bytes=s.session_max_bytes
         )
         self._jobs = JobStore(redis, self.keys, ttl=s.common.job_ttl)
+        self._records = ChatRecords(redis, self.keys, self._sessions)
         http = await teardown.enter(
             "http_close",
             10,
@@ -106,7 +124,10 @@ class InferenceWorker(Service):
         self._history = HistoryReader(
             redis,
             CancelMarkers(redis, self.keys),
-            SessionReader(self._sessions, archive),
+            SessionReader(
+                self._sessions, archive, archived_ids=ArchivedIds(archive, ttl=s.archive_index_cache)
+            ),
+            self._records,
             window=s.history_window,
         )
         self._connection = connection = await connect(
@@ -124,13 +145,14 @@ class InferenceWorker(Service):
             interval=s.chunk_flush_ms / 1000,
             max_chars=s.chunk_max_chars,
             metrics=self.metrics,
+            alive_interval=s.alive_seconds,
         )
         self._replies.start()
         # Runs after the drain (steps run last-registered first): what the last answers left goes out.
         teardown.push("replies_close", 5, self._replies.close)
         cancel_queue = await consume_channel.declare_queue(exclusive=True, auto_delete=True)
         await cancel_queue.bind(declared.cancel)
-        await cancel_queue.consume(self._on_cancel, no_ack=True)
+        await cancel_queue.consume(self._on_control, no_ack=True)
         prober = NodeProber(
             self.pool,
             ollama,
@@ -218,17 +240,42 @@ class InferenceWorker(Service):
             raise DeadLetter("no reply_to and no job")
         return request
 
-    async def _on_cancel(self, message: AbstractIncomingMessage) -> None:
+    async def _on_control(self, message: AbstractIncomingMessage) -> None:
+        """A Cancel or a Resume from the control fanout; each names its owner's request only."""
         try:
-            cancel = cancel_decoder.decode(message.body)
+            control = control_decoder.decode(message.body)
         except (msgspec.ValidationError, msgspec.DecodeError):
-            log.warning("cancel_ignored_invalid")
+            log.warning("control_ignored_invalid")
             return
-        key = (cancel.user_id, cancel.request_id)
+        key = (control.user_id, control.request_id)
+        if isinstance(control, Resume):
+            self._on_resume(key, control)
+        elif control.grace > 0 and key in self._cancellable:
+            if key not in self._graced:
+                loop = asyncio.get_running_loop()
+                self._graced[key] = loop.call_later(control.grace, self._cancel_now, key, control)
+        else:
+            self._cancel_now(key, control)
+
+    def _cancel_now(self, key: tuple[str, str], cancel: Cancel) -> None:
+        self._graced.pop(key, None)
+        stream = self._streams.get(key)
+        if cancel.reply_to and stream is not None and stream.reply_to != cancel.reply_to:
+            return  # from a gateway the stream moved away from (a Resume): stale
         task = self._cancellable.get(key)
         if task is not None and not task.done():
             self._cancel_reasons[key] = cancel.reason
             task.cancel(msg="cancelled")
+
+    def _on_resume(self, key: tuple[str, str], resume: Resume) -> None:
+        """A client resumed the stream (on any gateway): keep generating, reply there."""
+        graced = self._graced.pop(key, None)
+        if graced is not None:
+            graced.cancel()
+        stream = self._streams.get(key)
+        if stream is not None:
+            log.info("stream_resumed", request_id=resume.request_id, from_seq=resume.from_seq)
+            stream.repoint(resume.reply_to, resume.from_seq)
 
     async def _handle(self, message: AbstractIncomingMessage, request: ChatRequest) -> None:
         """Answer ``request``. Returns once its outcome reached the client (done or error
@@ -240,7 +287,11 @@ class InferenceWorker(Service):
         assert self._replies is not None and self._history is not None
         # This attempt's id (the ``generation`` field of every reply): a redelivered request gets
         # a new one, so the gateway can tell a restarted answer from the one it was relaying.
-        replies = self._replies.stream(request, message.reply_to or "", uuid.uuid4().hex[:12])
+        replies = self._replies.stream(
+            request, message.reply_to or "", uuid.uuid4().hex[:12], redelivered=bool(message.redelivered)
+        )
+        key = (request.user_id, request.request_id)
+        self._streams[key] = replies
         started = time.time()
         progress = Progress()
         if message.redelivered:
@@ -251,7 +302,12 @@ class InferenceWorker(Service):
                 self.metrics.generations.labels("expired", request.model).inc()
                 await self._fail(request, replies, "deadline_exceeded", "deadline passed")
                 return
-            cancelled, history = await self._history.prefetch(request)
+            cancelled, history, record_state = await self._history.prefetch(request)
+            if not cancelled and record_state in FINAL_STATES:
+                # Answered before (a redelivery after the outcome was committed): never a second
+                # generation; the client still waiting gets the recorded answer.
+                await self._answer_from_record(request, replies)
+                return
             if not cancelled and request.job_id:
                 cancelled = await self._start_job(request)
             if cancelled:
@@ -293,6 +349,8 @@ class InferenceWorker(Service):
             self.metrics.generations.labels("cancelled", request.model).inc()
             self._record_partial(progress, request)
             log.info("generation_cancelled", reason=reason, partial_tokens=progress.tokens)
+            with contextlib.suppress(RedisError):  # nobody waits: a lost record only loses history
+                await self._commit(request, replies, "cancelled", progress.text(), None)
             if request.job_id and self._jobs is not None:
                 await self._jobs.finish(
                     request.user_id,
@@ -307,7 +365,59 @@ class InferenceWorker(Service):
             # If this raises too, the client cannot be told: settled() requeues the request.
             await self._fail(request, replies, "internal_error", "the worker failed", progress)
         finally:
+            replies.release()
+            if self._streams.get(key) is replies:
+                del self._streams[key]
+            graced = self._graced.pop(key, None)
+            if graced is not None:
+                graced.cancel()
             structlog.contextvars.unbind_contextvars("request_id", "trace_id", "user_id")
+
+    async def _commit(
+        self,
+        request: ChatRequest,
+        replies: ReplyStream,
+        state: RecordState,
+        text: str,
+        final: ChatDone | ChatError | None,
+        *,
+        usage: dict[str, int] | None = None,
+        finish_reason: str | None = None,
+    ) -> tuple[bool, int, int]:
+        """Record the exchange once (common/exchanges.py): the request's record, and its turns in
+        the session (for an answer, or any text sent). A no-op when the request already has a
+        final record (a redelivery; the gateway's own outcome)."""
+        assert self._records is not None and self._sessions is not None
+        record_turns = request.session_id is not None and request.record and (state == "done" or bool(text))
+        turns = exchange_turns(request, text, state, usage, finish_reason) if record_turns else None
+        committed, version, spilled = await self._records.commit(
+            user_id=request.user_id,
+            org_id=request.org_id,
+            request_id=request.request_id,
+            state=state,
+            generation=replies.attempt.attempt_id,
+            text=text,
+            offsets=replies.attempt.offsets,
+            final=final,
+            session_id=request.session_id if turns else None,
+            turns=turns,
+            ttl=request.deadline - time.time() + self.settings.common.resume_record_seconds,
+        )
+        if committed and turns and request.session_id:
+            await self._sessions.touch(request.user_id, request.session_id, time.time())
+        return committed, version, spilled
+
+    async def _answer_from_record(self, request: ChatRequest, replies: ReplyStream) -> None:
+        """Publish a committed answer again (its own generation and seqs: the gateway drops what
+        it has)."""
+        assert self._records is not None
+        record = await self._records.get(request.user_id, request.request_id)
+        log.info("request_already_answered", state=record.state if record else None)
+        if record is None or record.final is None:
+            return
+        frames: list[Reply] = [*record.chunks(request.user_id, request.org_id, request.request_id)]
+        frames.append(record.final)
+        await replies.replay(frames)
 
     async def _start_job(self, request: ChatRequest) -> bool:
         """Mark the job running; True when it was cancelled before it started."""
@@ -331,7 +441,18 @@ class InferenceWorker(Service):
         text: str,
         progress: Progress | None = None,
     ) -> None:
-        """Tell the waiting client (if any) and record the failure on the job (if any)."""
+        """Record the failure (the exchange, with the text sent, and the job if any), then tell
+        the waiting client (if any)."""
+        error = ChatError(
+            request_id=request.request_id,
+            user_id=request.user_id,
+            org_id=request.org_id,
+            generation=replies.attempt.attempt_id,
+            error=code,
+            message=text,
+        )
+        with contextlib.suppress(RedisError):  # the client is told either way
+            await self._commit(request, replies, "failed", progress.text() if progress else "", error)
         await replies.error(code, text)
         if request.job_id and self._jobs is not None:
             await self._jobs.finish(
@@ -353,50 +474,28 @@ class InferenceWorker(Service):
 
     async def _finish(self, request: ChatRequest, replies: ReplyStream, result: Completion) -> None:
         """Record the turns first, so a follow-up request sent after ``done`` sees this answer."""
-        assert self._sessions is not None and self._events is not None
+        assert self._events is not None
         usage = {
             "prompt_tokens": result.usage.prompt_tokens,
             "completion_tokens": result.usage.completion_tokens,
         }
-        if request.session_id and request.record:
-            appended = await self._sessions.append(
-                request.user_id, request.org_id, request.session_id, _turns(request, result, usage)
-            )
-            updated = session_event(request, "session.updated", appended.version)
+        done = replies.done_reply(
+            model=request.model, done_reason=result.done_reason, usage=result.usage, node=result.node
+        )
+        committed, version, spilled_turns = await self._commit(
+            request, replies, "done", result.text, done, usage=usage, finish_reason=result.done_reason
+        )
+        if committed and request.session_id and request.record:
+            updated = session_event(request, "session.updated", version)
             await publish_session_event(self._events, updated)
-            if appended.spilled >= self.settings.spill_archive_turns:
+            if spilled_turns >= self.settings.spill_archive_turns:
                 # Turns over the Redis cap wait in the spill list; have the archiver store them now.
-                spilled = session_event(request, "session.spilled", appended.version)
+                spilled = session_event(request, "session.spilled", version)
                 await publish_session_event(self._events, spilled)
         if request.job_id and self._jobs is not None:
             job = request.job_id
             await self._jobs.finish(request.user_id, job, "done", response=result.text, usage=usage)
-        await replies.done(
-            model=request.model, done_reason=result.done_reason, usage=result.usage, node=result.node
-        )
-
-
-def _turns(request: ChatRequest, result: Completion, usage: dict[str, int]) -> list[Turn]:
-    """The user turn (for OpenAI-style requests, their last user message) and the answer."""
-    return [
-        Turn(
-            role="user",
-            content=request.user_turn,
-            created_at=request.created_at,
-            request_id=request.request_id,
-            trace_id=request.trace_id or None,
-        ),
-        Turn(
-            role="assistant",
-            content=result.text,
-            created_at=time.time(),
-            model=request.model,
-            usage=usage,
-            request_id=request.request_id,
-            trace_id=request.trace_id or None,
-            finish_reason=result.done_reason,
-        ),
-    ]
+        await replies.done(done)
 
 
 __all__ = ["InferenceWorker"]

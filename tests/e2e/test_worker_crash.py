@@ -47,6 +47,8 @@ async def test_kill_after_tokens_reached_client_gives_generation_interrupted(
 
     doomed.send_signal(signal.SIGKILL)
     await asyncio.wait_for(doomed.wait(), timeout=10)
+    # The survivor answers the redelivered request at once, racing the gateway's own outcome.
+    simulator.app[SIM_STATE].config = SimulatorConfig(ttft_ms=5, tokens_per_second=0, answer_tokens=150)
     survivor = await worker_factory()  # takes the redelivered request
 
     rest = [event async for event in events]
@@ -55,6 +57,12 @@ async def test_kill_after_tokens_reached_client_gives_generation_interrupted(
     assert all(e.event == "token" for e in rest[:-1])
     # The gateway cancels the restarted generation: the survivor's slot is freed.
     await survivor.run_until_idle(timeout=15)
+    # The session says what the client saw, once: the text it got, interrupted; not the
+    # survivor's full answer.
+    session = await (await gateway.get("/sessions/s", headers=auth_header(keys.mint("u")))).json()
+    assert [t["role"] for t in session["turns"]] == ["user", "assistant"]
+    assert session["turns"][1]["content"] == text_of([first, *rest])
+    assert session["turns"][1]["outcome"] == "interrupted"
 
 
 @pytest.mark.parametrize("stream", [True, False])
