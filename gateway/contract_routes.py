@@ -350,6 +350,23 @@ OPERATIONS: tuple[Operation, ...] = (
         ),
     ),
     Operation(
+        "DELETE",
+        "/chat/{request_id}",
+        "gateway",
+        "stopChat",
+        "chat",
+        "Stop a chat stream's generation now",
+        {204: Reply("The generation is told to stop (nothing to do when it already ended).")},
+        parameters=(
+            _path_param("request_id", "^[0-9a-f]{1,64}$", "the `X-Chat-Request-Id` of a `POST /chat` stream"),
+        ),
+        errors={404: ("unknown_request",)},
+        description=(
+            "A disconnect leaves a resumable stream `RESUME_GRACE_SECONDS` to come back; this "
+            "stops it at once (the chat page's Stop button). Only the caller's own requests."
+        ),
+    ),
+    Operation(
         "POST",
         "/v1/chat/completions",
         "gateway",

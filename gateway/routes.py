@@ -21,6 +21,7 @@ from gateway.openai import chat_completions, list_models
 from gateway.page import asset, index
 from gateway.resume import chat_events
 from gateway.sessions import delete_own_session, end_own_session, get_own_session, list_own_sessions
+from gateway.stop import stop_chat
 
 __all__ = ["ROUTES", "Access", "Route", "access_of", "add_routes"]
 
@@ -42,6 +43,7 @@ class Route:
 ROUTES: tuple[Route, ...] = (
     Route("POST", "/chat", chat, Access.GENERATION),
     Route("GET", "/chat/{request_id}/events", chat_events, Access.USER),
+    Route("DELETE", "/chat/{request_id}", stop_chat, Access.USER),  # the page's Stop button
     Route("POST", "/v1/chat/completions", chat_completions, Access.GENERATION),
     Route("GET", "/v1/models", list_models, Access.USER),
     Route("POST", "/jobs", create_job, Access.GENERATION),

@@ -1,7 +1,7 @@
 // The chat page: sign-in, the conversation, the session list and the model picker.
 import { createApi } from "./api.js";
 import { renderMarkdown } from "./render.js";
-import { streamChat } from "./stream.js";
+import { stopChat, streamChat } from "./stream.js";
 
 const $ = (id) => document.getElementById(id);
 const BUSY_RETRIES = 3;
@@ -13,6 +13,7 @@ const api = createApi({
 const state = {
   sessionId: null, // the open conversation; a new one gets its id with its first message
   controller: null, // the running answer's AbortController (Stop)
+  requestId: null, // the running answer's server request id (X-Chat-Request-Id)
   lastPrompt: "",
 };
 
@@ -323,8 +324,11 @@ function setNote(item, text) {
   item.querySelector(".note").textContent = text;
 }
 
+/** Stop the running answer (Stop, a new chat, another conversation, signing out). */
 function abortRunning() {
-  if (state.controller) state.controller.abort();
+  if (!state.controller) return;
+  stopChat(api, state.requestId); // the model stops now, not after the resume grace period
+  state.controller.abort();
 }
 
 function setRunning(running) {
@@ -363,6 +367,9 @@ async function send(prompt) {
     for (let attempt = 0; ; attempt++) {
       try {
         const result = await streamChat(api, request, controller.signal, {
+          started(requestId) {
+            state.requestId = requestId;
+          },
           token(content) {
             text += content;
             tokens += 1;
@@ -405,6 +412,7 @@ async function send(prompt) {
     }
   } finally {
     state.controller = null;
+    state.requestId = null;
     setRunning(false);
     loadSessions({ quiet: true }); // the answer's own message stays on screen
   }

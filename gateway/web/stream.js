@@ -44,12 +44,14 @@ export async function* sseEvents(body) {
  * Streams one chat answer: POST /chat, then, if the connection drops mid-answer, resumes it with
  * GET /chat/{request_id}/events and Last-Event-ID (RESUME_CONTRACT: the server's request id comes
  * in X-Chat-Request-Id, every event has an id). Calls handlers.token(text, seq) per token and
- * resolves with {outcome: "done" | "error" | "lost", ...}. Aborting `signal` rejects with an
- * AbortError (the caller's Stop button); the gateway then cancels the generation.
+ * resolves with {outcome: "done" | "error" | "lost", ...}; handlers.started(requestId) first.
+ * Aborting `signal` rejects with an AbortError. A disconnect alone leaves a resumable stream a
+ * grace period on the server; the Stop button also sends DELETE /chat/{request_id} (stopChat).
  */
 export async function streamChat(api, body, signal, handlers) {
   const response = await api.call("/chat", { method: "POST", body: { ...body, stream: true }, signal });
   const requestId = response.headers.get("X-Chat-Request-Id");
+  handlers.started?.(requestId);
   let lastId = null;
   let current = response;
   for (let attempt = 0; ; attempt++) {
@@ -82,4 +84,10 @@ export async function streamChat(api, body, signal, handlers) {
       return { outcome: "lost", requestId, resumable: false, problem: error };
     }
   }
+}
+
+/** Stop a generation now (the server would otherwise wait for a resume); best effort. */
+export function stopChat(api, requestId) {
+  if (!requestId) return Promise.resolve();
+  return api.call(`/chat/${encodeURIComponent(requestId)}`, { method: "DELETE" }).catch(() => {});
 }

@@ -155,6 +155,7 @@ async def test_an_employee_chats_stops_reads_the_archive_and_signs_out(
     await page.get_by_role("button", name="Stop").click()
     await expect(answer).to_have_attribute("data-state", "stopped")
     await expect(answer.locator(".note")).to_have_text("Stopped.")
+    stopped_text = (await answer.locator(".body").inner_text()).strip()
 
     async def aborted() -> bool:
         stats = await stack.simulator_stats()
@@ -185,7 +186,10 @@ async def test_an_employee_chats_stops_reads_the_archive_and_signs_out(
     await page.locator("li.session .session-open").first.click()
     await expect(page.locator("#conversation")).to_have_attribute("data-session-state", "archived")
     await expect(page.locator("li.message.user .body").first).to_have_text(HEBREW_PROMPT)
-    await expect(page.locator("li.message")).to_have_count(2)  # a stopped answer is not recorded
+    # Both exchanges; the stopped one as far as it got (the session records what the user saw).
+    await expect(page.locator("li.message")).to_have_count(4)
+    archived_stop = (await page.locator("li.message.assistant .body").last.inner_text()).strip()
+    assert archived_stop.startswith(stopped_text[:12]), (archived_stop, stopped_text)
     await shots.take(page, "archived-session")
 
     # Phone width: the conversation fills the screen, the list is a drawer.
