@@ -14,6 +14,7 @@ from typing import Any
 import aiohttp
 import pytest
 from playwright.async_api import Browser, BrowserContext, Page, Request, Route, expect
+from tcp_proxy import TcpProxy
 from web_support import AXE, GATEWAYS_UP, Shots, WebStack
 
 pytestmark = pytest.mark.timeout(180)
@@ -355,3 +356,59 @@ async def test_clear_messages_for_busy_limits_lost_connections_and_expired_sign_
     await shots.take(page, "sign-in-expired")
     assert json.loads(await page.evaluate("JSON.stringify(Object.keys(sessionStorage))")) == []
     await context.close()
+
+
+async def test_an_answer_cut_by_the_network_resumes_where_it_stopped(
+    web_stack_factory: Any, browser: Browser, shots: Shots
+) -> None:
+    stack: WebStack = await web_stack_factory()
+    # The browser's network: a link to the front door that the test cuts and restores.
+    link = TcpProxy("127.0.0.1", int(stack.haproxy.env["HTTP_PORT"]))
+    await link.start()
+    try:
+        context, page = await _new_page(browser)
+        tokens = Tokens(page)
+        resumes: list[str | None] = []
+        page.on(
+            "request",
+            lambda r: resumes.append(r.headers.get("last-event-id")) if r.url.endswith("/events") else None,
+        )
+        await page.goto(f"http://127.0.0.1:{link.port}/")
+        await page.get_by_role("button", name="Create an account").click()
+        username = f"cut_{uuid.uuid4().hex[:8]}"
+        await page.locator("#register-username").fill(username)
+        await page.locator("#register-email").fill(f"{username}@example.com")
+        await page.locator("#register-organization").fill(f"Org {username}")
+        await page.locator("#register-password").fill(PASSWORD)
+        await page.get_by_role("button", name="Create account").click()
+        await expect(page.locator("#chat-view")).to_be_visible()
+
+        await _send(page, HEBREW_PROMPT)
+        answer = _last_answer(page)
+        await _until(lambda: answer.evaluate("e => Number(e.dataset.tokens || 0) >= 4"))
+        await link.cut()  # every connection reset mid-answer
+        await asyncio.sleep(0.3)
+        await link.restore()
+        await expect(answer).to_have_attribute("data-state", "done", timeout=20_000)
+        await shots.take(page, "resumed")
+        assert resumes and resumes[0] is not None and int(resumes[0]) >= 3, resumes  # from where it was
+        shown = (await answer.locator(".body").inner_text()).strip()
+
+        # Exactly the answer the session recorded: nothing lost, nothing repeated.
+        session_id = await page.evaluate(
+            "document.querySelector('li.session[aria-current=\"true\"]')?.dataset.sessionId"
+        )
+        assert session_id and tokens.last
+        bearer = {"Authorization": f"Bearer {tokens.last}"}
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(f"{stack.url}/sessions/{session_id}", headers=bearer) as response,
+        ):
+            turns = (await response.json())["turns"]
+        assert turns[-1]["role"] == "assistant"
+        assert shown == turns[-1]["content"].strip()
+        stats = await stack.simulator_stats()
+        assert stats["generations_started"] == 1, stats  # resumed, not generated again
+        await context.close()
+    finally:
+        await link.close()
