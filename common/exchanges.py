@@ -9,10 +9,11 @@ record and the session's turns change in one script, so:
 - **once per request id**: the worker's commit (:meth:`ChatRecords.commit`) appends the exchange
   only while the record is pending; a redelivered request whose record is final appends nothing
   (and is answered from the record);
-- **what the client saw wins**: when the gateway ended a stream itself (the answer restarted after
-  the client had text, the worker went silent, the deadline), :meth:`ChatRecords.settle` writes
-  ``interrupted`` with exactly the text the client got, and rewrites (or removes) the assistant
-  turn a worker may have committed meanwhile; later worker commits are no-ops;
+- **what the client saw wins**: when a stream ends with an error, the gateway settles the exchange
+  (:meth:`ChatRecords.settle`): ``interrupted`` when it ended the stream itself (the answer
+  restarted after the client had text, the worker went silent, the deadline), ``failed`` when it
+  relayed the worker's error, with exactly the text the client got, rewriting (or removing) the
+  assistant turn a worker committed; later worker commits are no-ops;
 - **refused at the door leaves no trace**: a request the gateway answered 503 is ``withdrawn``
   (record and cancel marker, one script): a worker that takes it up anyway skips it, and a commit
   that won the race is removed from the session;
@@ -44,24 +45,26 @@ _offsets_decoder = msgspec.json.Decoder(list[int])
 _encoder = msgspec.json.Encoder()
 
 # Rewrites the exchange ``rid`` among the last turns: the assistant turn's content becomes
-# ``text`` (outcome interrupted), or with ``text`` nil both turns go; an emptied session goes.
+# ``text`` (and its outcome ``outcome``), or with ``text`` nil both turns go; an emptied session goes.
 _REWRITE_LUA = """
-local function rewrite(turns_key, meta_key, index_key, spill_key, sid, rid, text)
+local function rewrite(turns_key, meta_key, index_key, spill_key, sid, rid, text, outcome)
   local n = redis.call('LLEN', turns_key)
   local from = n - 16
   if from < 0 then from = 0 end
   local items = redis.call('LRANGE', turns_key, from, -1)
   local delta = 0
+  local found = false
   for i = #items, 1, -1 do
     local ok, t = pcall(cjson.decode, items[i])
     if ok and type(t) == 'table' and t.request_id == rid then
+      found = true
       local idx = from + i - 1
       if text == nil then
         redis.call('LSET', turns_key, idx, '\\0removed')
         delta = delta - #items[i]
       elseif t.role == 'assistant' then
         t.content = text
-        t.outcome = 'interrupted'
+        t.outcome = outcome
         local enc = cjson.encode(t)
         redis.call('LSET', turns_key, idx, enc)
         delta = delta + #enc - #items[i]
@@ -77,6 +80,7 @@ local function rewrite(turns_key, meta_key, index_key, spill_key, sid, rid, text
   elseif redis.call('EXISTS', meta_key) == 1 then
     redis.call('HSET', meta_key, 'turns', left)
   end
+  return found
 end
 """
 
@@ -109,25 +113,29 @@ return {1, 0, 0}
 )
 
 # KEYS: record, turns, meta, index, spill, tombstone, cancel marker.
-# ARGV: state (interrupted / withdrawn), generation, text, offsets, final, ttl, session id,
-# append (1/0), request id, then append_turns's. Returns 1 when it changed the record.
+# ARGV: state (interrupted / failed / withdrawn), generation, text, offsets, final, ttl, session id,
+# append (1/0), request id, then append_turns's. Returns 1 when it changed the record (a gateway
+# settles a request once: its own earlier settlement stands).
 _SETTLE = (
     APPEND_TURNS_LUA
     + _REWRITE_LUA
     + """
 local state = redis.call('HGET', KEYS[1], 'state')
-if state == 'interrupted' or state == 'withdrawn' then return 0 end
+if redis.call('HGET', KEYS[1], 'by') == 'gateway' then return 0 end
 if ARGV[1] == 'withdrawn' then
   redis.call('SET', KEYS[7], 'withdrawn', 'EX', tonumber(ARGV[6]))
 end
 redis.call('HSET', KEYS[1], 'state', ARGV[1], 'generation', ARGV[2], 'text', ARGV[3],
-  'offsets', ARGV[4], 'final', ARGV[5], 'session_id', ARGV[7])
+  'offsets', ARGV[4], 'final', ARGV[5], 'session_id', ARGV[7], 'by', 'gateway')
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[6]))
 if ARGV[7] == '' then return 1 end
 if state and state ~= 'pending' then
   local text = ARGV[3]
   if ARGV[1] == 'withdrawn' or text == '' then text = nil end
-  rewrite(KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[7], ARGV[9], text)
+  local found = rewrite(KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[7], ARGV[9], text, ARGV[1])
+  if not found and ARGV[8] == '1' then
+    append_turns(KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], ARGV, 10)
+  end
 elseif ARGV[8] == '1' then
   append_turns(KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], ARGV, 10)
 end
@@ -148,6 +156,8 @@ class ChatRecord(msgspec.Struct, kw_only=True):
 
     def chunks(self, user_id: str, org_id: str, request_id: str) -> list[TokenChunk]:
         """The token frames the record's text was sent as (``seq`` 0, 1, ...)."""
+        if not self.offsets:
+            return []
         ends = [*self.offsets[1:], len(self.text)]
         return [
             TokenChunk(
@@ -255,7 +265,7 @@ class ChatRecords:
         user_id: str,
         org_id: str,
         request_id: str,
-        state: Literal["interrupted", "withdrawn"],
+        state: Literal["interrupted", "failed", "withdrawn"],
         generation: str,
         parts: list[str],
         final: ChatError | None,
@@ -263,8 +273,9 @@ class ChatRecords:
         turns: list[Turn] | None,
         ttl: float,
     ) -> bool:
-        """The gateway's outcome, over whatever a worker committed: ``interrupted`` with the text
-        the client got (``parts``, as sent), or ``withdrawn`` (refused at the door: no trace)."""
+        """The gateway's outcome, over whatever a worker committed: ``interrupted`` (the gateway
+        ended the stream) or ``failed`` (it relayed the worker's error), with the text the client
+        got (``parts``, as sent); or ``withdrawn`` (refused at the door: no trace)."""
         keys, args = self._plan(user_id, org_id, request_id, session_id, turns)
         keys.append(self._keys.cancelled(user_id, request_id))
         changed = await self._settle(

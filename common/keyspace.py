@@ -45,6 +45,11 @@ class Keyspace:
         """Hash session_id -> JSON pointer to the archived object (key, counts, times)."""
         return f"{self.prefix}session_archive:{self.user_tag(user_id)}"
 
+    def archive_synced(self, user_id: str) -> str:
+        """Flag: this Redis has the user's archive pointers (the archive's index was consulted once
+        since the user's data appeared here); absent after Redis lost its data."""
+        return f"{self.prefix}archive_synced:{self.user_tag(user_id)}"
+
     def session_deleted(self, user_id: str, session_id: str) -> str:
         """Tombstone after DELETE, so an archiver already working on the session drops its object."""
         return f"{self.prefix}session_deleted:{self.user_tag(user_id)}:{session_id}"

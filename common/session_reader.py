@@ -13,11 +13,11 @@ so the archived turns are read, listed and merged as if nothing had happened; th
 locates too, merges a resumed session into its one existing object. The model's history window
 (:meth:`SessionReader.recent`) does not ask S3 on a session's first chat: it would cost every new
 session an S3 round trip before its first token; once the session was located (read, listed or
-archived) its pointer is back and the history with it. Except with an :class:`ArchivedIds` (the
-worker's): a session's first chat with neither turns nor a pointer in Redis looks its id up in the
-user's list of archived sessions, listed from the bucket's index at most once per ``ttl`` per
-process (one S3 listing per user, not one S3 read per new session), and a session found there is
-located (its pointer put back) and its archived turns are the model's history.
+archived) its pointer is back and the history with it. Except for a user Redis holds no
+``archive_synced`` flag for (a new user, or Redis lost its data): on such a first chat the user's
+pointers are put back from the archive's index first (:meth:`SessionReader.recover`: one S3
+listing, waited for at most ``RECOVER_WAIT_SECONDS``), then the flag is set, so the model sees the
+archived history and later chats cost S3 nothing.
 """
 
 from __future__ import annotations
@@ -31,9 +31,14 @@ import structlog
 from common.archive import ArchiveCorrupt, ArchivedSession, ArchiveStore, ArchiveUnavailable, merge_turns
 from common.sessions import ArchivePointer, SessionStore, Snapshot, Turn
 
-__all__ = ["ArchivedIds", "Located", "SessionReader", "SessionView"]
+__all__ = ["RECOVER_WAIT_SECONDS", "Located", "SessionReader", "SessionView"]
 
 log = structlog.get_logger(__name__)
+
+# A first chat waits at most this long for the archive's index (an S3 outage costs no chat), and
+# after a failure no first chat asks again for a while (an outage costs no latency either).
+RECOVER_WAIT_SECONDS = 0.5
+RECOVER_PAUSE_SECONDS = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,36 +61,6 @@ class SessionView:
     turns: list[Turn]
 
 
-class ArchivedIds:
-    """Which session ids each user has in the archive's index, listed at most once per ``ttl``
-    (bounded to ``max_users`` users; an S3 failure, or a listing slower than ``wait``, counts as
-    none, for ``ttl`` too: a chat never waits long for S3)."""
-
-    def __init__(
-        self, archive: ArchiveStore, *, ttl: float = 60.0, wait: float = 0.5, max_users: int = 10_000
-    ) -> None:
-        self._archive = archive
-        self._ttl = ttl
-        self._wait = wait
-        self._max_users = max_users
-        self._listed: dict[str, tuple[float, frozenset[str]]] = {}
-
-    async def contains(self, user_id: str, session_id: str) -> bool:
-        now = asyncio.get_running_loop().time()
-        cached = self._listed.get(user_id)
-        if cached is None or now - cached[0] > self._ttl:
-            try:
-                async with asyncio.timeout(self._wait):
-                    ids = frozenset(await self._archive.indexed(user_id))
-            except (ArchiveUnavailable, ArchiveCorrupt, TimeoutError) as exc:
-                log.warning("archive_index_unavailable", error=repr(exc))
-                ids = frozenset()
-            if len(self._listed) >= self._max_users:
-                self._listed.pop(next(iter(self._listed)))
-            cached = self._listed[user_id] = (now, ids)
-        return session_id in cached[1]
-
-
 class SessionReader:
     def __init__(
         self,
@@ -93,7 +68,6 @@ class SessionReader:
         archive: ArchiveStore | None,
         *,
         index_wait: float | None = None,
-        archived_ids: ArchivedIds | None = None,
     ) -> None:
         """``index_wait``: for a session Redis has but without a pointer (almost always one never
         archived), how long :meth:`locate` waits for the archive's index before going on without
@@ -103,7 +77,7 @@ class SessionReader:
         self._store = store
         self._archive = archive
         self._index_wait = index_wait
-        self._archived_ids = archived_ids
+        self._sync_paused_until = 0.0  # loop time: after an archive failure, first chats skip it
 
     async def locate(self, user_id: str, session_id: str) -> Located:
         """Redis state and archive pointer in one atomic read; without a pointer in Redis, the
@@ -151,6 +125,19 @@ class SessionReader:
             log.info("archive_pointers_restored", user_id=user_id, restored=restored)
         return restored
 
+    async def _sync(self, user_id: str) -> None:
+        loop = asyncio.get_running_loop()
+        if self._archive is None or loop.time() < self._sync_paused_until:
+            return
+        try:
+            async with asyncio.timeout(RECOVER_WAIT_SECONDS):
+                await self.recover(user_id)
+        except (ArchiveUnavailable, ArchiveCorrupt, TimeoutError) as exc:
+            log.warning("archive_index_unavailable", error=repr(exc))
+            self._sync_paused_until = loop.time() + RECOVER_PAUSE_SECONDS
+            return  # not synced: a first chat after the pause tries again
+        await self._store.mark_synced(user_id)
+
     async def archived(self, pointer: ArchivePointer | None) -> ArchivedSession | None:
         """The archived object a pointer names (None without one, or when it is gone).
 
@@ -174,12 +161,19 @@ class SessionReader:
         return SessionView(located, merge_turns(archived, live))
 
     def queue_recent(self, pipe: Any, user_id: str, session_id: str, window: int) -> None:
-        """Add the Redis read of :meth:`recent` to a caller's pipeline (one round trip with other
-        reads); pass its result to :meth:`recent` as ``prefetched``."""
+        """Add the Redis reads of :meth:`recent` to a caller's pipeline (one round trip with other
+        reads: two results); pass them to :meth:`recent` as ``prefetched`` and ``synced``."""
         self._store.queue_recent(pipe, user_id, session_id, window)
+        self._store.queue_synced(pipe, user_id)
 
     async def recent(
-        self, user_id: str, session_id: str, window: int, *, prefetched: list[bytes] | None = None
+        self,
+        user_id: str,
+        session_id: str,
+        window: int,
+        *,
+        prefetched: list[bytes] | None = None,
+        synced: bool = True,
     ) -> list[Turn]:
         """The last ``window`` turns for the model: Redis, or the archive when the session left
         Redis and was resumed. An unreachable archive gives no history (the chat goes on) and a
@@ -193,12 +187,9 @@ class SessionReader:
         if turns:
             return turns
         try:
-            pointer = await self._store.pointer(user_id, session_id)
-            # Redis may have lost the pointer of an archived session (see the module docstring).
-            ids = self._archived_ids
-            if pointer is None and ids is not None and await ids.contains(user_id, session_id):
-                pointer = (await self.locate(user_id, session_id)).pointer
-            document = await self.archived(pointer)
+            if not synced:  # Redis may have lost the user's pointers (see the module docstring)
+                await self._sync(user_id)
+            document = await self.archived(await self._store.pointer(user_id, session_id))
         except (ArchiveUnavailable, ArchiveCorrupt) as exc:
             log.warning("archived_history_unavailable", error=str(exc))
             return []

@@ -292,6 +292,13 @@ class SessionStore:
         raw = await self._redis.hget(self._keys.session_archive(user_id), session_id)
         return None if raw is None else _pointer_decoder.decode(raw)
 
+    def queue_synced(self, pipe: Any, user_id: str) -> None:
+        """Queue the read of the user's archive-synced flag (see Keyspace.archive_synced)."""
+        pipe.exists(self._keys.archive_synced(user_id))
+
+    async def mark_synced(self, user_id: str, ttl: int = 30 * 86_400) -> None:
+        await self._redis.set(self._keys.archive_synced(user_id), "1", ex=ttl)
+
     async def mark_deleted(self, user_id: str, session_id: str, *, deleted: bool = True) -> None:
         """Set (or clear) the tombstone that stops an archiver from storing this session."""
         key = self._keys.session_deleted(user_id, session_id)

@@ -84,7 +84,9 @@ class RequestPublisher:
             log.warning("cancel_publish_failed", request_id=cancel.request_id, error=str(exc))
         try:
             ttl = max(1, int(deadline - time.time()) + 5)
-            await self._markers.mark(cancel.user_id, cancel.request_id, cancel.reason, ttl=ttl)
+            await self._markers.mark(
+                cancel.user_id, cancel.request_id, cancel.reason, ttl=ttl, grace=cancel.grace
+            )
         except Exception as exc:
             log.warning("cancel_mark_failed", request_id=cancel.request_id, error=str(exc))
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 import structlog
 from aiohttp import web
@@ -229,7 +229,13 @@ class Relay:
             self._ttft_recorded = True
             self.metrics.ttft.observe(asyncio.get_running_loop().time() - self.started)
 
-    async def _settle_interrupted(self, parts: list[str], code: str, message: str) -> None:
+    async def _settle(
+        self,
+        parts: list[str],
+        code: str,
+        message: str,
+        state: Literal["interrupted", "failed"] = "interrupted",
+    ) -> None:
         """The session says what the client saw: ``parts`` (as sent), then this error."""
         chat_request = self.chat_request
         if chat_request is None:
@@ -249,14 +255,12 @@ class Relay:
                 user_id=chat_request.user_id,
                 org_id=chat_request.org_id,
                 request_id=chat_request.request_id,
-                state="interrupted",
+                state=state,
                 generation=self.cursor.generation or "",
                 parts=parts,
                 final=error,
                 session_id=chat_request.session_id if chat_request.record else None,
-                turns=exchange_turns(chat_request, text, "interrupted", finish_reason=code)
-                if record
-                else None,
+                turns=exchange_turns(chat_request, text, state, finish_reason=code) if record else None,
                 ttl=chat_request.deadline - time.time() + self.app[SETTINGS].common.resume_record_seconds,
             )
         except RedisError as exc:
@@ -298,7 +302,7 @@ class Relay:
                         if isinstance(exc, Stalled)
                         else DEADLINE
                     )
-                    await self._settle_interrupted(parts, code, message)
+                    await self._settle(parts, code, message)
                     await self._stream_error(response, fmt, code, message, out)
                     self._cancel(reason)
                     return response
@@ -316,6 +320,8 @@ class Relay:
                     await response.write_eof(b"".join(out))
                     return response
                 elif isinstance(reply, ChatError):
+                    # What the client got may be less than the worker sent (lost frames).
+                    await self._settle(parts, reply.error, reply.message, "failed")
                     await self._stream_error(response, fmt, reply.error, reply.message, out)
                     return response
         except (asyncio.CancelledError, ConnectionResetError):
@@ -343,7 +349,7 @@ class Relay:
                     reply = await self.cursor.next()
                 except (Stalled, DeadlineExceeded) as exc:
                     code, message, reason = STALLED if isinstance(exc, Stalled) else DEADLINE
-                    await self._settle_interrupted([], code, message)
+                    await self._settle([], code, message)
                     self._cancel(reason)
                     self.outcome = code
                     raise ApiError(ERROR_STATUS[code], code, message) from None
@@ -356,6 +362,7 @@ class Relay:
                     self.outcome = "ok"
                     return Answer("".join(parts), reply)
                 elif isinstance(reply, ChatError):
+                    await self._settle([], reply.error, reply.message, "failed")
                     self.outcome = reply.error
                     self.metrics.relay_errors.labels(reply.error).inc()
                     status = ERROR_STATUS.get(reply.error, 502)

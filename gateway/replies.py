@@ -176,7 +176,9 @@ class ReplyCursor:
 
     Token frames are taken in ``seq`` order from ``next_seq`` on (0, or where a resumed client
     left off): one already had is dropped (a replay, a redelivered request answered from its
-    record), a gap raises :class:`Interrupted`. Alive frames are not returned: like every reply
+    record), a gap raises :class:`Interrupted`, except on a ``resumed`` stream, where a frame ahead
+    is dropped too: it is one sent before the Resume re-pointed the replies here, and the replay
+    that follows brings it again, in order. Alive frames are not returned: like every reply
     they only reset the watchdog, which raises :class:`Stalled` after ``stall`` seconds without one.
     """
 
@@ -188,6 +190,7 @@ class ReplyCursor:
         heartbeat: float,
         stall: float | None = None,
         next_seq: int = 0,
+        resumed: bool = False,
     ) -> None:
         self._queue = queue
         self._deadline = deadline_monotonic
@@ -196,6 +199,7 @@ class ReplyCursor:
         self._last_reply = asyncio.get_running_loop().time()
         self.generation: str | None = None
         self.next_seq = next_seq
+        self._resumed = resumed
         self.restarts = 0
         self._delivered = False
         self._reset = False
@@ -241,6 +245,8 @@ class ReplyCursor:
             if reply.seq < self.next_seq:
                 return None  # had it already
             if reply.seq > self.next_seq:
+                if self._resumed:
+                    return None  # sent before the re-pointing: the replay brings it again
                 raise Interrupted  # a hole in the answer
             self.next_seq += 1
         elif isinstance(reply, Alive):

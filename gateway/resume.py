@@ -25,6 +25,7 @@ import structlog
 from aiohttp import web
 
 from broker.messages import Reply, Resume
+from common.cancels import CancelMarkers
 from common.exchanges import ChatRecord
 from common.http import ApiError
 from gateway.appkeys import KEYS, PUBLISHER, RECORDS, REDIS, ROUTER, SETTINGS, principal_of, trace_id_of
@@ -84,6 +85,7 @@ async def chat_events(request: web.Request) -> web.StreamResponse:
             heartbeat=s.sse_heartbeat,
             stall=s.reply_stall,
             next_seq=last + 1,
+            resumed=True,
         )
         feeder: asyncio.Task[None] | None = None
         if record.final is not None:
@@ -116,7 +118,7 @@ async def _claim(
     records = app[RECORDS]
     try:
         # A cancel left by the client's disconnect must not make a worker skip it now.
-        await app[REDIS].delete(app[KEYS].cancelled(owner.user_id, owner.request_id))
+        await CancelMarkers(app[REDIS], app[KEYS]).clear(owner.user_id, owner.request_id)
     except Exception as exc:  # best effort: the grace period covers a running generation
         log.warning("cancel_marker_clear_failed", error=repr(exc))
     while cursor.generation is None:

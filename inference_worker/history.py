@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import NamedTuple
 
 from broker.messages import ChatRequest
@@ -17,6 +18,7 @@ class Prefetched(NamedTuple):
     cancelled: bool  # cancelled (or withdrawn) before it started
     history: list[Turn]
     record_state: str | None  # the request's record (common/exchanges.py): final = answered before
+    cancel_at: float | None  # a cancel with a grace period takes effect then (common/cancels.py)
 
 
 class HistoryReader:
@@ -45,14 +47,16 @@ class HistoryReader:
             if session_id:
                 self._sessions.queue_recent(pipe, request.user_id, session_id, self._window)
             results = await pipe.execute()
-        cancelled = bool(results[0])
+        at = CancelMarkers.effective_at(results[0])
+        cancelled = at is not None and at <= time.time()
+        cancel_at = at if at is not None and not cancelled else None
         state = results[1].decode() if isinstance(results[1], bytes) else results[1]
         if cancelled or not session_id:
-            return Prefetched(cancelled, [], state)
+            return Prefetched(cancelled, [], state, cancel_at)
         history = await self._sessions.recent(
-            request.user_id, session_id, self._window, prefetched=results[2]
+            request.user_id, session_id, self._window, prefetched=results[2], synced=bool(results[3])
         )
-        return Prefetched(False, history, state)
+        return Prefetched(False, history, state, cancel_at)
 
     @staticmethod
     def conversation(request: ChatRequest, history: list[Turn]) -> list[dict[str, str]]:

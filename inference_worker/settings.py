@@ -23,7 +23,6 @@ class WorkerSettings:
     chunk_max_chars: int
     alive_seconds: float
     history_window: int
-    archive_index_cache: float
     session_max_turns: int
     session_max_bytes: int
     spill_archive_turns: int
@@ -52,8 +51,6 @@ class WorkerSettings:
             # An attempt silent this long sends an Alive frame (well under REPLY_STALL_SECONDS).
             alive_seconds=env.float("WORKER_ALIVE_SECONDS", 5.0, minimum=0.05),
             history_window=env.int("HISTORY_WINDOW_TURNS", 20, minimum=0),
-            # How long a user's list of archived sessions is reused (common/session_reader.py).
-            archive_index_cache=env.float("ARCHIVE_INDEX_CACHE_SECONDS", 60.0, minimum=0.0),
             session_max_turns=env.int("SESSION_MAX_TURNS", 200, minimum=2),
             session_max_bytes=env.int("SESSION_MAX_BYTES", 512 * 1024, minimum=1024),
             spill_archive_turns=env.int("SPILL_ARCHIVE_TURNS", 20, minimum=1),

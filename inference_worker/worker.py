@@ -6,7 +6,10 @@ place it is acked or rejected: acked only when its done/error reply is published
 any more), requeued when even the error reply could not be published or the worker stops past its
 grace period, dead-lettered when it is invalid. A worker that dies mid-generation has its request
 redelivered (the gateway decides whether that is transparent). Replies leave through the worker's
-one :class:`~inference_worker.replies.ReplyBatcher`.
+one :class:`~inference_worker.replies.ReplyBatcher`; cancels and resumes reach the running requests
+through :class:`~inference_worker.control.Controls`; each request's outcome is committed once, with
+its session's turns (:mod:`common.exchanges`), and a request answered before is answered again
+from its record, never generated twice.
 """
 
 from __future__ import annotations
@@ -30,13 +33,10 @@ from redis.exceptions import RedisError
 
 from broker.events import publish_session_event, session_event
 from broker.messages import (
-    Cancel,
     ChatDone,
     ChatError,
     ChatRequest,
     Reply,
-    Resume,
-    control_decoder,
     request_decoder,
 )
 from common.amqp import connect, ready_messages, topology_for
@@ -49,8 +49,9 @@ from common.keyspace import Keyspace
 from common.models import ModelRegistry
 from common.redis import RedisClient, open_service_redis
 from common.service import Service
-from common.session_reader import ArchivedIds, SessionReader
+from common.session_reader import SessionReader
 from common.sessions import SessionStore, Turn
+from inference_worker.control import Controls
 from inference_worker.delivery import DeadLetter, Outcome, settled
 from inference_worker.generation import Completion, ModelCaller, Progress
 from inference_worker.history import HistoryReader
@@ -90,12 +91,7 @@ class InferenceWorker(Service):
         # Every message being handled (the slots in use), and the running requests by (owner,
         # request id): a cancel stops only its own user's request.
         self._running: set[asyncio.Task[None]] = set()
-        self._cancellable: dict[tuple[str, str], asyncio.Task[None]] = {}
-        self._cancel_reasons: dict[tuple[str, str], str] = {}
-        # The running attempts' reply streams (a Resume re-points one), and cancels waiting out
-        # their grace period (a Resume within it drops the cancel), by (owner, request id).
-        self._streams: dict[tuple[str, str], ReplyStream] = {}
-        self._graced: dict[tuple[str, str], asyncio.TimerHandle] = {}
+        self._controls = Controls()
         self.metrics.slots.set(settings.concurrency)
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -124,9 +120,7 @@ class InferenceWorker(Service):
         self._history = HistoryReader(
             redis,
             CancelMarkers(redis, self.keys),
-            SessionReader(
-                self._sessions, archive, archived_ids=ArchivedIds(archive, ttl=s.archive_index_cache)
-            ),
+            SessionReader(self._sessions, archive),
             self._records,
             window=s.history_window,
         )
@@ -152,7 +146,7 @@ class InferenceWorker(Service):
         teardown.push("replies_close", 5, self._replies.close)
         cancel_queue = await consume_channel.declare_queue(exclusive=True, auto_delete=True)
         await cancel_queue.bind(declared.cancel)
-        await cancel_queue.consume(self._on_control, no_ack=True)
+        await cancel_queue.consume(self._controls.on_message, no_ack=True)
         prober = NodeProber(
             self.pool,
             ollama,
@@ -213,13 +207,11 @@ class InferenceWorker(Service):
                 key = (request.user_id, request.request_id)
                 task = asyncio.current_task()
                 assert task is not None
-                self._cancellable[key] = task
+                self._controls.running(key, task)
                 try:
                     await self._handle(message, request)
                 finally:
-                    if self._cancellable.get(key) is task:  # a redelivered copy may have taken it
-                        del self._cancellable[key]
-                        self._cancel_reasons.pop(key, None)
+                    self._controls.finished(key, task)
         except Exception as exc:  # settled() requeued the message; nobody awaits this task
             log.error("request_requeued", error=repr(exc), message_id=message.message_id)
 
@@ -240,43 +232,6 @@ class InferenceWorker(Service):
             raise DeadLetter("no reply_to and no job")
         return request
 
-    async def _on_control(self, message: AbstractIncomingMessage) -> None:
-        """A Cancel or a Resume from the control fanout; each names its owner's request only."""
-        try:
-            control = control_decoder.decode(message.body)
-        except (msgspec.ValidationError, msgspec.DecodeError):
-            log.warning("control_ignored_invalid")
-            return
-        key = (control.user_id, control.request_id)
-        if isinstance(control, Resume):
-            self._on_resume(key, control)
-        elif control.grace > 0 and key in self._cancellable:
-            if key not in self._graced:
-                loop = asyncio.get_running_loop()
-                self._graced[key] = loop.call_later(control.grace, self._cancel_now, key, control)
-        else:
-            self._cancel_now(key, control)
-
-    def _cancel_now(self, key: tuple[str, str], cancel: Cancel) -> None:
-        self._graced.pop(key, None)
-        stream = self._streams.get(key)
-        if cancel.reply_to and stream is not None and stream.reply_to != cancel.reply_to:
-            return  # from a gateway the stream moved away from (a Resume): stale
-        task = self._cancellable.get(key)
-        if task is not None and not task.done():
-            self._cancel_reasons[key] = cancel.reason
-            task.cancel(msg="cancelled")
-
-    def _on_resume(self, key: tuple[str, str], resume: Resume) -> None:
-        """A client resumed the stream (on any gateway): keep generating, reply there."""
-        graced = self._graced.pop(key, None)
-        if graced is not None:
-            graced.cancel()
-        stream = self._streams.get(key)
-        if stream is not None:
-            log.info("stream_resumed", request_id=resume.request_id, from_seq=resume.from_seq)
-            stream.repoint(resume.reply_to, resume.from_seq)
-
     async def _handle(self, message: AbstractIncomingMessage, request: ChatRequest) -> None:
         """Answer ``request``. Returns once its outcome reached the client (done or error
         published) or nobody waits for it any more; raises only when the client could not be told
@@ -291,7 +246,7 @@ class InferenceWorker(Service):
             request, message.reply_to or "", uuid.uuid4().hex[:12], redelivered=bool(message.redelivered)
         )
         key = (request.user_id, request.request_id)
-        self._streams[key] = replies
+        self._controls.streaming(key, replies)
         started = time.time()
         progress = Progress()
         if message.redelivered:
@@ -302,7 +257,9 @@ class InferenceWorker(Service):
                 self.metrics.generations.labels("expired", request.model).inc()
                 await self._fail(request, replies, "deadline_exceeded", "deadline passed")
                 return
-            cancelled, history, record_state = await self._history.prefetch(request)
+            cancelled, history, record_state, cancel_at = await self._history.prefetch(request)
+            if cancel_at is not None:  # its client went away while it waited, and may resume
+                self._controls.cancel_at(key, cancel_at)
             if not cancelled and record_state in FINAL_STATES:
                 # Answered before (a redelivery after the outcome was committed): never a second
                 # generation; the client still waiting gets the recorded answer.
@@ -320,7 +277,7 @@ class InferenceWorker(Service):
                 self.metrics.generations.labels("error", request.model).inc()
                 self.metrics.errors.labels(exc.code).inc()
                 log.warning("generation_failed", error=exc.code, detail=str(exc))
-                await self._fail(request, replies, exc.code, str(exc))
+                await self._fail(request, replies, exc.code, str(exc), progress)
                 return
             except TimeoutError:
                 self.metrics.generations.labels("expired", request.model).inc()
@@ -340,7 +297,7 @@ class InferenceWorker(Service):
                 duration_ms=round((time.time() - started) * 1000, 1),
             )
         except asyncio.CancelledError:
-            reason = self._cancel_reasons.get((request.user_id, request.request_id))
+            reason = self._controls.reason(key)
             if reason is None:
                 raise  # shutdown past the grace period: settled() requeues the request
             current = asyncio.current_task()
@@ -366,11 +323,7 @@ class InferenceWorker(Service):
             await self._fail(request, replies, "internal_error", "the worker failed", progress)
         finally:
             replies.release()
-            if self._streams.get(key) is replies:
-                del self._streams[key]
-            graced = self._graced.pop(key, None)
-            if graced is not None:
-                graced.cancel()
+            self._controls.ended(key, replies)
             structlog.contextvars.unbind_contextvars("request_id", "trace_id", "user_id")
 
     async def _commit(
@@ -441,8 +394,9 @@ class InferenceWorker(Service):
         text: str,
         progress: Progress | None = None,
     ) -> None:
-        """Record the failure (the exchange, with the text sent, and the job if any), then tell
-        the waiting client (if any)."""
+        """Tell the waiting client (if any), then record the failure (the exchange, with the text
+        sent, and the job if any): if the client cannot be told, the request is requeued and its
+        next attempt answers it, so nothing is recorded before."""
         error = ChatError(
             request_id=request.request_id,
             user_id=request.user_id,
@@ -451,9 +405,9 @@ class InferenceWorker(Service):
             error=code,
             message=text,
         )
-        with contextlib.suppress(RedisError):  # the client is told either way
-            await self._commit(request, replies, "failed", progress.text() if progress else "", error)
         await replies.error(code, text)
+        with contextlib.suppress(RedisError):  # the client was told; the gateway settles it too
+            await self._commit(request, replies, "failed", progress.text() if progress else "", error)
         if request.job_id and self._jobs is not None:
             await self._jobs.finish(
                 request.user_id,

@@ -112,9 +112,7 @@ async def test_the_model_sees_the_archived_history_on_the_first_chat_after_redis
     redis: RedisClient,
     base_env: dict[str, str],
 ) -> None:
-    # The user's archived sessions are listed afresh for each first chat (in production once a
-    # minute: a session archived less than that before Redis lost its pointer waits for the next).
-    await worker_factory(ARCHIVE_INDEX_CACHE_SECONDS="0")
+    await worker_factory()
     archiver = await archiver_factory(sweep=False)
     token = keys.mint("dave", "acme")
     first = await chat(gateway, token, "s", "before")

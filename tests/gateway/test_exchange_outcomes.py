@@ -165,3 +165,26 @@ async def test_concurrent_duplicates_commit_one_exchange(
     turns = await redis.lrange(Keyspace(f"{namespace}:").session_turns("u", "s"), 0, -1)
     assert len(turns) == 2, [msgspec.json.decode(t) for t in turns]
     await channel.close()
+
+
+async def test_model_error_mid_stream_records_what_the_client_got_as_failed(
+    gateway: Any, worker: Any, simulator: Any, keys: KeyPair
+) -> None:
+    from helpers import read_sse, text_of
+
+    from inference_worker.simulator import SimulatorConfig
+
+    simulator.app[SIM_STATE].config = SimulatorConfig(
+        ttft_ms=1, tokens_per_second=0, answer_tokens=200, fail_after_tokens=150
+    )
+    token = keys.mint("u")
+    response = await gateway.post(
+        "/chat", json={"session_id": "s", "prompt": "hi"}, headers=auth_header(token)
+    )
+    events = await read_sse(response)
+    assert events[-1].event == "error"
+    await worker.run_until_idle(timeout=15)
+    session = await (await gateway.get("/sessions/s", headers=auth_header(token))).json()
+    assert [t["role"] for t in session["turns"]] == ["user", "assistant"]
+    assert session["turns"][1]["content"] == text_of(events)
+    assert session["turns"][1]["outcome"] == "failed"

@@ -199,3 +199,31 @@ async def test_the_readme_client_gets_the_whole_answer_when_its_gateway_dies(
     finally:
         await front.close()
     assert stats.generations_started == 1
+
+
+async def test_client_gone_while_queued_resumes_once_a_worker_takes_it_up(
+    gateway_factory: Any, worker_factory: Any, simulator: Any, keys: KeyPair
+) -> None:
+    """The client leaves while its request still waits in the queue (its cancel marker names when
+    the grace period ends); a worker that takes it up within the grace period runs it, and the
+    client's resume gets the whole answer."""
+    gateway = await gateway_factory(RESUME_GRACE_SECONDS="30")
+    token = keys.mint("u")
+    response = await gateway.post(
+        "/chat", json={"session_id": "s", "prompt": PROMPT}, headers=auth_header(token)
+    )
+    request_id = response.headers["X-Chat-Request-Id"]
+    await response.content.readline()  # the stream is open (the first heartbeat)
+    response.close()
+    await asyncio.sleep(0.3)  # the gateway noticed and left its (graced) cancel marker
+    simulator.app[SIM_STATE].config = SimulatorConfig(ttft_ms=5, tokens_per_second=40, answer_tokens=60)
+    await worker_factory()
+
+    async def generating() -> bool:
+        return bool(simulator.app[SIM_STATE].stats.in_flight == 1)
+
+    await wait_for(generating)
+    events = await read_sse(await resume(gateway, request_id, token, None))
+    check_ids(events, 0)
+    assert events[-1].event == "done"
+    assert text_of(events) == answer(60)
