@@ -181,6 +181,7 @@ def banner(ollama: str, simulated: bool, admin: str = "") -> str:
     base = f"http://localhost:{HAPROXY_PORT}"
     return f"""
 Enterprise chat is running.
+  chat page (browser) {base}/
 {admin}
   chat API (HAProxy)  {base}   (TLS https://localhost:{HAPROXY_TLS_PORT}, self-signed)
   auth                http://localhost:{AUTH_PORT}   (also routed through {base})
