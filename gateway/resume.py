@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
 
 import structlog
@@ -43,15 +44,18 @@ RESUME_RETRY_SECONDS = 1.0
 _REQUEST_ID_CHARS = frozenset("0123456789abcdef")
 
 
+_EVENT_ID = re.compile(r"[0-9]{1,9}")
+
+
 def _unknown() -> ApiError:
     return ApiError(404, "unknown_request", "no such chat request, or it expired")
 
 
 def _last_event_id(request: web.Request) -> int:
-    raw = request.headers.get("Last-Event-ID", "").strip()
-    if not raw:
+    raw = request.headers.get("Last-Event-ID")
+    if raw is None or raw == "":
         return -1
-    if not raw.isdigit() or len(raw) > 9:
+    if _EVENT_ID.fullmatch(raw) is None:  # ASCII digits only: str.isdigit() takes "²" and "٣"
         raise ApiError(400, "invalid_last_event_id", "Last-Event-ID must be an event id of this stream")
     return int(raw)
 

@@ -227,3 +227,26 @@ async def test_client_gone_while_queued_resumes_once_a_worker_takes_it_up(
     check_ids(events, 0)
     assert events[-1].event == "done"
     assert text_of(events) == answer(60)
+
+
+async def test_a_last_event_id_that_is_not_ascii_digits_is_400(
+    gateway: Any, worker: Any, keys: KeyPair
+) -> None:
+    """Found by the fuzzer: ``str.isdigit`` accepts superscripts and other scripts' digits."""
+    token = keys.mint("owner")
+    response = await gateway.post(
+        "/chat", json={"session_id": "s", "prompt": PROMPT}, headers=auth_header(token)
+    )
+    await read_sse(response)
+    request_id = response.headers["X-Chat-Request-Id"]
+    for bad in (
+        "\u0663",
+        "\u00b2",
+        "-1",
+        "1e3",
+        "1234567890",
+    ):  # Arabic-Indic 3, superscript 2, sign, exponent, too long
+        headers = {**auth_header(token), "Last-Event-ID": bad}
+        refused = await gateway.get(f"/chat/{request_id}/events", headers=headers)
+        assert refused.status == 400, bad
+        assert (await refused.json())["error"] == "invalid_last_event_id"

@@ -100,7 +100,7 @@ async def web_stack_factory(
     worker: Any,
     gateway_factory: Any,
     archiver_factory: Any,
-    base_env: dict[str, str],
+    auth_base_env: dict[str, str],
     keys: KeyPair,
     tmp_path: Path,
 ) -> AsyncIterator[Any]:
@@ -112,7 +112,7 @@ async def web_stack_factory(
             create_auth_app(
                 AuthSettings.from_env(
                     {
-                        **base_env,
+                        **auth_base_env,
                         "AUTH_BCRYPT_ROUNDS": "4",
                         "AUTH_HASH_WORKERS": "2",
                         "AUTH_SIGNING_KEY": _signing_pem(keys),
