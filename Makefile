@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-SOURCES := common broker gateway inference_worker archiver auth devstack $(wildcard bench)
+SOURCES := common broker gateway inference_worker archiver auth devstack chaos $(wildcard bench)
 
 run: $(STAMP) services
 	@bash scripts/ensure-services.sh haproxy prometheus
