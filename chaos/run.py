@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -60,7 +61,7 @@ async def _watch(phase: Phase, recorder: Recorder, settings: RunSettings) -> Non
 
 async def _inject(stack: ChaosStack, fault: Fault, recorder: Recorder, settings: RunSettings) -> Phase:
     phase = Phase(fault.name, time.monotonic(), 0.0, wipes=fault.wipes)
-    print(f"chaos: {fault.name} ...", flush=True)
+    print(f"chaos: {fault.name} ...", file=sys.stderr, flush=True)
     await fault.inject(stack)
     await asyncio.sleep(fault.hold)
     await fault.lift(stack)
@@ -69,31 +70,34 @@ async def _inject(stack: ChaosStack, fault: Fault, recorder: Recorder, settings:
     return phase
 
 
-def _checked(recorder: Recorder, phases: Sequence[Phase]) -> set[str]:
-    """The sessions to compare and to find archived: those with an accepted chat that no fault
-    wiped (``checks.wiped``)."""
+def _checked(recorder: Recorder, phases: Sequence[Phase]) -> tuple[set[str], set[str]]:
+    """The sessions to compare (an accepted chat) and those to find ended and archived (a chat
+    that ended ``done``: a session of failed chats may rightly not exist), both without those a
+    fault wiped (``checks.wiped``)."""
     accepted = {c.session_id for c in recorder.chats if c.status == 200}
-    return {
-        sid
-        for sid, r in recorder.sessions.items()
-        if sid in accepted and not wiped(r.started, r.ended_at, phases)
-    }
+    answered = {c.session_id for c in recorder.chats if classify(c) is Outcome.DONE}
+    kept = {sid for sid, r in recorder.sessions.items() if not wiped(r.started, r.ended_at, phases)}
+    return accepted & kept, answered & kept
 
 
 async def _read_sessions(
-    clients: Sequence[Client], recorder: Recorder, settings: RunSettings, checked: set[str]
+    clients: Sequence[Client],
+    recorder: Recorder,
+    settings: RunSettings,
+    checked: set[str],
+    archivable: set[str],
 ) -> tuple[dict[str, dict[str, object] | None], list[str], int]:
     """End what could not be ended, wait for the archive; returns each session's final body
     (None: 404), the ended sessions not archived, and how many could not be ended."""
     by_client = {client.index: client for client in clients}
     not_ended = 0
-    for sid in checked:
+    for sid in archivable:
         record = recorder.sessions[sid]
         if not record.ended:
             await by_client[record.client].end_session(record)
             not_ended += not record.ended
     bodies: dict[str, dict[str, object] | None] = {}
-    pending = {sid for sid in checked if recorder.sessions[sid].ended}
+    pending = {sid for sid in archivable if recorder.sessions[sid].ended}
     limit = asyncio.Semaphore(settings.clients)
 
     async def read(session_id: str) -> None:
@@ -161,6 +165,11 @@ def _rows(
     return rows
 
 
+def _phase_at(moment: float | None, phases: Sequence[Phase]) -> str:
+    names = [p.name for p in phases if moment is not None and p.injected <= moment]
+    return names[-1] if names else "?"
+
+
 async def run(settings: RunSettings) -> RunReport:
     async with chaos_stack(keep=settings.keep_logs) as stack:
         workers = tuple(f"worker-{i + 1}" for i in range(len(stack.running.config.worker_ports)))
@@ -180,7 +189,7 @@ async def run(settings: RunSettings) -> RunReport:
                 await load_task  # it failed before the first chat: its error says why
             start = time.monotonic()
             phases = [Phase("none (baseline)", start, start)]
-            print("chaos: baseline ...", flush=True)
+            print("chaos: baseline ...", file=sys.stderr, flush=True)
             await asyncio.sleep(settings.baseline)
             for fault in chosen:
                 phases[-1].ended = time.monotonic()
@@ -188,9 +197,14 @@ async def run(settings: RunSettings) -> RunReport:
             phases[-1].ended = time.monotonic()
             stop.set()
             clients = await load_task
-            checked = _checked(recorder, phases)
-            bodies, unarchived, not_ended = await _read_sessions(clients, recorder, settings, checked)
+            checked, archivable = _checked(recorder, phases)
+            bodies, unarchived, not_ended = await _read_sessions(
+                clients, recorder, settings, checked, archivable
+            )
         rows = _rows(phases, recorder, bodies, checked)
+        unarchived = [
+            f"{sid} (ended during {_phase_at(recorder.sessions[sid].ended_at, phases)})" for sid in unarchived
+        ]
         accepted = {c.session_id for c in recorder.chats if c.status == 200}
         notes = []
         if wiped_count := len(accepted - checked):
@@ -199,8 +213,8 @@ async def run(settings: RunSettings) -> RunReport:
             notes.append(f"logs: {stack.logs}")
         return RunReport(
             rows,
-            sessions=len(checked),
-            ended=sum(recorder.sessions[sid].ended for sid in checked),
+            sessions=len(archivable),
+            ended=sum(recorder.sessions[sid].ended for sid in archivable),
             not_ended=not_ended,
             unarchived=unarchived,
             notes=notes,

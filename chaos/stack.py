@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import sys
 import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -97,7 +98,7 @@ async def chaos_stack(
             if s3_proxy is not None:
                 await s3_proxy.close()
     if keep or failed:
-        print(f"chaos: logs kept in {base / 'logs'}")
+        print(f"chaos: logs kept in {base / 'logs'}", file=sys.stderr)
         shutil.rmtree(base / "rabbitmq" / "mnesia", ignore_errors=True)
     else:
         shutil.rmtree(base, ignore_errors=True)

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -126,7 +127,10 @@ class Supervisor:
                 return
             quick = time.monotonic() - running.started_at < 10
             delay = min(5.0, 0.5 * (2 ** min(running.restarts, 4))) if quick else 0.5
-            print(f"  ! {name} exited with {code}; restarting in {delay:.1f}s (log: {self.log_path(name)})")
+            print(
+                f"  ! {name} exited with {code}; restarting in {delay:.1f}s (log: {self.log_path(name)})",
+                file=sys.stderr,
+            )
             await asyncio.sleep(delay)
             if self._stopping or name in self._held:
                 return
