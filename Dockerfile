@@ -1,13 +1,23 @@
 # One image for every Python service (gateway, auth, inference worker, archiver and the RabbitMQ
-# definitions job); compose picks the process with `command:`. Build from the repository root:
+# definitions job); compose and the Kubernetes manifests pick the process with `command:`. Build
+# from the repository root:
 #   docker build -t enterprise-chat .
-FROM python:3.11-slim AS build
-ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+# Dependencies are the runtime part of uv.lock, exactly (uv sync --locked fails when the lock does
+# not match pyproject.toml); UV_VERSION is the Makefile's.
+FROM python:3.11-slim-bookworm AS build
+ARG UV_VERSION=0.13.8
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    UV_PROJECT_ENVIRONMENT=/opt/venv UV_PYTHON=/usr/local/bin/python3 UV_PYTHON_DOWNLOADS=never \
+    UV_COMPILE_BYTECODE=1 UV_LINK_MODE=copy UV_NO_CACHE=1
+RUN pip install --no-cache-dir "uv==${UV_VERSION}"
 WORKDIR /src
+# The locked dependencies first: this layer is rebuilt only when the lock changes.
+COPY pyproject.toml uv.lock ./
+RUN uv sync --locked --no-install-project --no-editable
 COPY . .
-RUN python -m venv /opt/venv && /opt/venv/bin/pip install .
+RUN uv sync --locked --no-editable
 
-FROM python:3.11-slim
+FROM python:3.11-slim-bookworm
 ARG APP_UID=10001
 RUN groupadd --system --gid "${APP_UID}" app \
     && useradd --system --uid "${APP_UID}" --gid app --home-dir /app --no-create-home --shell /usr/sbin/nologin app

@@ -4,13 +4,21 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+<<<<<<< HEAD
 SOURCES := common broker gateway inference_worker archiver auth devstack chaos $(wildcard bench)
+=======
+SOURCES := common broker gateway inference_worker archiver auth devstack $(wildcard bench) deploy/kubernetes/validate.py
+>>>>>>> main
 
 run: $(STAMP) services
 	@bash scripts/ensure-services.sh haproxy prometheus
 	$(PY) -m devstack
 
+<<<<<<< HEAD
 .PHONY: run help install test lint typecheck pytest bench contract fuzz services clean chaos chaos-short
+=======
+.PHONY: run help install lock test lint typecheck pytest bench contract fuzz services clean
+>>>>>>> main
 
 help:
 	@echo "make run     - run the whole system locally (see README)"
@@ -20,15 +28,42 @@ help:
 	@echo "make fuzz    - property-based API test (schemathesis) against the real services, 10 min"
 	@echo "make lint    - ruff only"
 	@echo "make deploy  - production topology with Docker Compose (./deploy_enterprise.sh; also: make up)"
-	@echo "make ps | make logs [svc=gateway-1] | make scale WORKERS=n GATEWAYS=n | make backup | make down"
+	@echo "make ps | make logs [svc=gateway] | make scale WORKERS=n GATEWAYS=n | make backup | make down"
 
-$(STAMP): pyproject.toml
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+# -- install: the locked environment (uv.lock; README, "Dependencies") ------------------------------
+# .venv holds exactly the versions in uv.lock (runtime + the dev extra; the Dockerfile takes the
+# runtime part of the same lock). uv itself is pinned here and kept in .tools/, outside the synced
+# environment. After editing dependencies in pyproject.toml: `make lock`, and commit uv.lock.
+UV_VERSION := 0.13.8
+UV_HOME := .tools/uv-$(UV_VERSION)
+UV := $(UV_HOME)/bin/uv
+UV_RUN := UV_PROJECT_ENVIRONMENT=$(VENV) UV_PYTHON=$(PYTHON) UV_PYTHON_DOWNLOADS=never $(UV)
+LOCK_STALE := uv.lock does not match pyproject.toml: run make lock (and commit uv.lock)
+
+$(UV):
+	@rm -rf $(UV_HOME)
+	$(PYTHON) -m venv $(UV_HOME)
+	$(UV_HOME)/bin/python -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
+
+$(STAMP): pyproject.toml uv.lock | $(UV)
+	@$(UV_RUN) lock --check --quiet || { echo "error: $(LOCK_STALE)" >&2; exit 1; }
+	$(UV_RUN) sync --frozen --extra dev --quiet
 	@touch $(STAMP)
 
 install: $(STAMP)
+
+# Re-resolve pyproject.toml into uv.lock: keeps every locked version that still satisfies it, adds
+# what is new. `make lock ARGS=--upgrade` (or ARGS="--upgrade-package aiohttp") moves versions on.
+# A uv.lock left with merge-conflict markers is first set back to this branch's side (HEAD): the
+# re-resolution then takes in the merged pyproject.toml, so one `make lock` settles the conflict.
+lock: | $(UV)
+	@if grep -q '^<<<<<<< ' uv.lock 2>/dev/null; then \
+		echo "uv.lock has conflict markers: starting from HEAD's and re-resolving"; \
+		git checkout HEAD -- uv.lock 2>/dev/null || rm -f uv.lock; \
+	fi
+	$(UV_RUN) lock $(ARGS)
+	@$(MAKE) --no-print-directory install
+# -- end install ----------------------------------------------------------------------------------
 
 services:
 	@bash scripts/ensure-services.sh
@@ -43,6 +78,7 @@ typecheck: $(STAMP)
 pytest: $(STAMP) services test-tools
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
+<<<<<<< HEAD
 CHAOS ?= short
 test: lint typecheck pytest $(if $(CHAOS),chaos-short)
 
@@ -56,11 +92,14 @@ chaos: $(STAMP) services
 chaos-short: $(STAMP) services
 	@bash scripts/ensure-services.sh haproxy rabbitmq-server redis-server
 	$(PY) -m chaos --short $(ARGS)
+=======
+test: lint typecheck k8s-validate pytest
+>>>>>>> main
 
 # make bench ARGS="..." (README, Benchmarks): --via-haproxy needs haproxy, --profile needs py-spy.
 bench: $(STAMP) services
 	@bash scripts/ensure-services.sh haproxy
-	$(if $(findstring --profile,$(ARGS)),@test -x $(VENV)/bin/py-spy || $(PY) -m pip install --quiet py-spy)
+	$(if $(findstring --profile,$(ARGS)),@test -x $(VENV)/bin/py-spy || $(UV) pip install --python $(PY) --quiet py-spy)
 	$(PY) -m bench $(ARGS)
 
 contract: $(STAMP)
@@ -76,7 +115,7 @@ fuzz: $(STAMP) services
 		$(VENV)/bin/pytest tests/gateway/test_http_fuzz.py -p no:cacheprovider -rA $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .tools .mypy_cache .ruff_cache .pytest_cache
 
 # haproxy for tests/deploy (installed when missing and root; the tests skip without it).
 test-tools:
@@ -103,3 +142,10 @@ scale:
 
 backup:
 	$(MANAGE) backup
+
+# -- Kubernetes (deploy/kubernetes: Kustomize base + overlays; README, "Kubernetes") ----------------
+# Renders every kustomization with the locked kubectl and validates it offline: Kubernetes' schemas
+# (kubernetes-validate) and the KEDA / prometheus-operator CRD schemas (deploy/kubernetes/validate.py).
+.PHONY: k8s-validate
+k8s-validate: $(STAMP)
+	$(PY) deploy/kubernetes/validate.py

@@ -211,7 +211,7 @@ Enterprise chat is running.
 
 Passwords are in $ENV_FILE (mode 600); nothing here has a default password.
 Model: $(env_value OLLAMA_MODEL), pulled by the ollama-pull job (make logs svc=ollama-pull).
-Manage: make ps | make logs svc=gateway-1 | make scale WORKERS=4 | make backup | make down
+Manage: make ps | make logs svc=gateway | make scale WORKERS=4 | make backup | make down
 EOF
 }
 

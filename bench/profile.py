@@ -98,7 +98,7 @@ class Profiler:
     async def start(self) -> None:
         binary = py_spy()
         if binary is None:
-            raise ProfilerError("--profile needs py-spy: .venv/bin/pip install py-spy")
+            raise ProfilerError("--profile needs py-spy: make bench ARGS=--profile installs it")
         self.directory.mkdir(parents=True, exist_ok=True)
         for role in PROFILED_ROLES:
             pids = self.roles.get(role) or []

@@ -136,7 +136,8 @@ def asyncapi(topology: Topology | None = None) -> dict[str, Any]:
                     f"Topic exchange of session events, routing keys '{EVENT_SESSION_UPDATED}', "
                     f"'{EVENT_SESSION_FINISHED}' and '{EVENT_SESSION_SPILLED}'; queue "
                     f"'{t.archiver_queue}' is bound to the last two. Publish '{EVENT_SESSION_FINISHED}' "
-                    "to have a session archived now."
+                    "to have a session archived now. Workers publish "
+                    f"'{EVENT_SESSION_UPDATED}' only when configured to (SESSION_UPDATED_EVENTS=true)."
                 ),
                 "subscribe": {"message": _message(SessionEvent, "A session changed or finished")},
             },

@@ -36,6 +36,7 @@ __all__ = [
     "SECURITY_HEADERS",
     "ApiError",
     "RequestTimeout",
+    "StreamingResponse",
     "client_address",
     "error_code",
     "error_middleware",
@@ -116,6 +117,13 @@ class ApiError(Exception):
 def error_code(status: int) -> str:
     """The machine code for an HTTP error status (``404`` -> ``"not_found"``)."""
     return _STATUS_CODES.get(status, "internal_error" if status >= 500 else "bad_request")
+
+
+class StreamingResponse(web.StreamResponse):
+    """A ``StreamResponse`` whose headers leave with its first body bytes, in one socket write
+    (aiohttp's default writes them alone at ``prepare``): one system call less per stream."""
+
+    _send_headers_immediately = False
 
 
 def json_response(data: Any, *, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:

@@ -19,6 +19,7 @@ archived) its pointer is back and the history with it.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -134,12 +135,14 @@ class SessionReader:
         return SessionView(located, merge_turns(archived, live))
 
     def queue_recent(self, pipe: Any, user_id: str, session_id: str, window: int) -> None:
-        """Add the Redis read of :meth:`recent` to a caller's pipeline (one round trip with other
-        reads); pass its result to :meth:`recent` as ``prefetched``."""
+        """Add the Redis reads of :meth:`recent` (the turns, and the archive pointer for a session
+        Redis has no turns of) to a caller's pipeline, one round trip with other reads; pass their
+        two results to :meth:`recent` as ``prefetched``."""
         self._store.queue_recent(pipe, user_id, session_id, window)
+        self._store.queue_pointer(pipe, user_id, session_id)
 
     async def recent(
-        self, user_id: str, session_id: str, window: int, *, prefetched: list[bytes] | None = None
+        self, user_id: str, session_id: str, window: int, *, prefetched: Sequence[Any] | None = None
     ) -> list[Turn]:
         """The last ``window`` turns for the model: Redis, or the archive when the session left
         Redis and was resumed. An unreachable archive gives no history (the chat goes on) and a
@@ -149,11 +152,16 @@ class SessionReader:
         if prefetched is None:
             turns = await self._store.recent_turns(user_id, session_id, window)
         else:
-            turns = SessionStore.decode_turns(prefetched)
+            turns = SessionStore.decode_turns(prefetched[0])
         if turns:
             return turns
         try:
-            document = await self.archived(await self._store.pointer(user_id, session_id))
+            pointer = (
+                await self._store.pointer(user_id, session_id)
+                if prefetched is None
+                else SessionStore.decode_pointer(prefetched[1])
+            )
+            document = await self.archived(pointer)
         except (ArchiveUnavailable, ArchiveCorrupt) as exc:
             log.warning("archived_history_unavailable", error=str(exc))
             return []

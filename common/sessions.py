@@ -9,11 +9,14 @@ archiver stores and then clears.
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from typing import Any, Literal, NamedTuple
 
 import msgspec
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import NoScriptError
 
 from common.keyspace import Keyspace
 from common.redis import RedisClient
@@ -278,6 +281,14 @@ class SessionStore:
 
     async def pointer(self, user_id: str, session_id: str) -> ArchivePointer | None:
         raw = await self._redis.hget(self._keys.session_archive(user_id), session_id)
+        return self.decode_pointer(raw)
+
+    def queue_pointer(self, pipe: Any, user_id: str, session_id: str) -> None:
+        """Queue :meth:`pointer`'s read on a caller's pipeline; decode with :meth:`decode_pointer`."""
+        pipe.hget(self._keys.session_archive(user_id), session_id)
+
+    @staticmethod
+    def decode_pointer(raw: bytes | str | None) -> ArchivePointer | None:
         return None if raw is None else _pointer_decoder.decode(raw)
 
     async def mark_deleted(self, user_id: str, session_id: str, *, deleted: bool = True) -> None:
@@ -315,8 +326,18 @@ class SessionStore:
             self._keys.session_spill(user_id, session_id),
             self._keys.session_deleted(user_id, session_id),
         ]
+        activity = {f"{user_id}/{session_id}": now}
+        if not isinstance(self._redis, RedisCluster):  # a cluster pipeline refuses EVALSHA
+            with contextlib.suppress(NoScriptError):  # a restarted Redis: the script call loads it
+                # One round trip: the script (by its SHA; redis-py's pipelined scripts would ask
+                # SCRIPT EXISTS first) and the activity index (another slot: not in the script).
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    pipe.evalsha(self._append.sha, len(keys), *keys, *args)
+                    pipe.zadd(self._keys.session_activity(), activity)
+                    (version, spilled), _ = await pipe.execute()
+                return AppendResult(int(version), int(spilled))
         version, spilled = await self._append(keys=keys, args=args)
-        await self._redis.zadd(self._keys.session_activity(), {f"{user_id}/{session_id}": now})
+        await self._redis.zadd(self._keys.session_activity(), activity)
         return AppendResult(int(version), int(spilled))
 
     async def end(self, user_id: str, session_id: str, *, idle_cutoff: float | None = None) -> Ended | None:

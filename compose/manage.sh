@@ -5,8 +5,9 @@
 #   compose/manage.sh ps                        list the services and their health
 #   compose/manage.sh logs [service]            follow the logs (all services, or one)
 #   compose/manage.sh scale [workers] [gateways]
-#                                               run that many inference workers; run gateway-1..N
-#                                               (N <= 3: HAProxy's configuration names three)
+#                                               run that many inference workers and gateways
+#                                               (gateways: 1..HAPROXY_GATEWAY_SLOTS, default 32;
+#                                               HAProxy finds the replicas through Docker's DNS)
 #   compose/manage.sh backup [dir]              Redis RDB snapshots of every node, the MinIO archive
 #                                               bucket (mc mirror) and the RabbitMQ definitions,
 #                                               into dir (default backups/<UTC time>/, mode 700)
@@ -15,7 +16,6 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 COMPOSE_FILE="$ROOT/compose/docker-compose.production.yml"
 ENV_FILE="$ROOT/compose/env.enterprise"
-GATEWAY_SLOTS=3
 
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
@@ -32,8 +32,15 @@ compose() {
 
 is_count() { [[ "$1" =~ ^[0-9]+$ ]]; }
 
+# HAPROXY_GATEWAY_SLOTS from compose/env.enterprise, else the compose file's default (32).
+gateway_slots() {
+  local value
+  value="$(sed -n 's/^HAPROXY_GATEWAY_SLOTS=\([0-9][0-9]*\)$/\1/p' "$ENV_FILE" | tail -n 1)"
+  printf '%s\n' "${value:-32}"
+}
+
 scale() {
-  local workers="${1:-}" gateways="${2:-}" i
+  local workers="${1:-}" gateways="${2:-}" slots
   [[ -n "$workers$gateways" ]] || die "usage: make scale WORKERS=n GATEWAYS=n (either or both)"
   if [[ -n "$workers" ]]; then
     is_count "$workers" || die "WORKERS must be a number, got '$workers'"
@@ -41,15 +48,11 @@ scale() {
   fi
   if [[ -n "$gateways" ]]; then
     is_count "$gateways" || die "GATEWAYS must be a number, got '$gateways'"
-    ((gateways >= 1 && gateways <= GATEWAY_SLOTS)) ||
-      die "GATEWAYS must be 1-$GATEWAY_SLOTS: haproxy/haproxy.cfg balances over gateway-1..$GATEWAY_SLOTS (add a service and a GATEWAYn server for more)"
-    for ((i = 1; i <= GATEWAY_SLOTS; i++)); do
-      if ((i <= gateways)); then
-        compose up -d --no-deps "gateway-$i"
-      else
-        compose stop "gateway-$i"
-      fi
-    done
+    slots="$(gateway_slots)"
+    ((gateways >= 1 && gateways <= slots)) ||
+      die "GATEWAYS must be 1-$slots: HAProxy has $slots gateway slots (raise HAPROXY_GATEWAY_SLOTS in compose/env.enterprise, then: docker compose up -d haproxy)"
+    # HAProxy re-resolves the `gateway` name every few seconds: no reload needed.
+    compose up -d --no-deps --no-recreate --scale "gateway=$gateways" gateway
   fi
   compose ps
 }
@@ -84,5 +87,5 @@ case "${1:-}" in
   logs) shift; compose logs -f --tail=200 "$@" ;;
   scale) scale "${2:-}" "${3:-}" ;;
   backup) backup "${2:-}" ;;
-  *) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+  *) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 esac

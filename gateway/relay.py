@@ -16,7 +16,7 @@ import structlog
 from aiohttp import web
 
 from broker.messages import Cancel, ChatDone, ChatError, ChatRequest, Reply, TokenChunk
-from common.http import ApiError
+from common.http import ApiError, StreamingResponse
 from gateway.appkeys import LIFECYCLE, METRICS, PUBLISHER, ROUTER, SETTINGS
 from gateway.publisher import NotQueued, QueueFull
 from gateway.replies import DeadlineExceeded, Heartbeat, Interrupted, ReplyCursor
@@ -139,7 +139,7 @@ class _Relay:
             self.metrics.ttft.observe(asyncio.get_running_loop().time() - self.started)
 
     async def stream(self, fmt: StreamFormat) -> web.StreamResponse:
-        response = web.StreamResponse(headers=fmt.headers())
+        response = StreamingResponse(headers=fmt.headers())
         self.metrics.in_flight.inc()
         seq = 0
         parts: list[str] = []

@@ -21,7 +21,8 @@ class HistoryReader:
 
     async def prefetch(self, request: ChatRequest) -> tuple[bool, list[Turn]]:
         """Whether the request was cancelled before it started, and its recent history: one round
-        trip (both keys are under the user's hash tag)."""
+        trip (every key is under the user's hash tag), the archive pointer included, which a
+        session with no turns in Redis needs."""
         session_id = request.session_id if request.use_history and self._window > 0 else None
         async with self._redis.pipeline(transaction=False) as pipe:
             self._cancels.queue_check(pipe, request.user_id, request.request_id)
@@ -32,7 +33,7 @@ class HistoryReader:
         if cancelled or not session_id:
             return cancelled, []
         return False, await self._sessions.recent(
-            request.user_id, session_id, self._window, prefetched=results[1]
+            request.user_id, session_id, self._window, prefetched=results[1:]
         )
 
     @staticmethod

@@ -25,6 +25,9 @@ class WorkerSettings:
     session_max_turns: int
     session_max_bytes: int
     spill_archive_turns: int
+    # session.updated events (one persistent broker message per recorded chat) are published only
+    # when something consumes them: nothing in this system does, integrators may.
+    session_updated_events: bool
     http_host: str
     http_port: int
     shutdown_grace: float
@@ -51,6 +54,7 @@ class WorkerSettings:
             session_max_turns=env.int("SESSION_MAX_TURNS", 200, minimum=2),
             session_max_bytes=env.int("SESSION_MAX_BYTES", 512 * 1024, minimum=1024),
             spill_archive_turns=env.int("SPILL_ARCHIVE_TURNS", 20, minimum=1),
+            session_updated_events=env.bool("SESSION_UPDATED_EVENTS", False),
             http_host=env.str("WORKER_HTTP_HOST", "127.0.0.1"),
             http_port=env.int("WORKER_HTTP_PORT", 8201, minimum=0),
             shutdown_grace=env.float("SHUTDOWN_GRACE_SECONDS", 30.0, minimum=0.0),

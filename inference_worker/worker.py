@@ -362,8 +362,9 @@ class InferenceWorker(Service):
             appended = await self._sessions.append(
                 request.user_id, request.org_id, request.session_id, _turns(request, result, usage)
             )
-            updated = session_event(request, "session.updated", appended.version)
-            await publish_session_event(self._events, updated)
+            if self.settings.session_updated_events:
+                updated = session_event(request, "session.updated", appended.version)
+                await publish_session_event(self._events, updated)
             if appended.spilled >= self.settings.spill_archive_turns:
                 # Turns over the Redis cap wait in the spill list; have the archiver store them now.
                 spilled = session_event(request, "session.spilled", appended.version)

@@ -84,9 +84,7 @@ def test_validates_against_the_compose_specification(compose: dict[str, Any]) ->
 def test_the_seed_topology_is_there(services: dict[str, dict[str, Any]]) -> None:
     expected = {
         "haproxy",
-        "gateway-1",
-        "gateway-2",
-        "gateway-3",
+        "gateway",
         "auth",
         "inference-worker",
         "archiver",
@@ -103,11 +101,10 @@ def test_the_seed_topology_is_there(services: dict[str, dict[str, Any]]) -> None
         "rabbitmq-definitions",
     }
     assert expected <= set(services)
-    assert {services[f"gateway-{n}"]["environment"]["INSTANCE_ID"] for n in (1, 2, 3)} == {
-        "gateway-1",
-        "gateway-2",
-        "gateway-3",
-    }
+    # Gateways are replicas of one service: each must name itself (INSTANCE_ID defaults to its host
+    # name), so no fixed INSTANCE_ID may be shared between them.
+    assert "INSTANCE_ID" not in services["gateway"]["environment"]
+    assert services["gateway"]["deploy"]["replicas"] == "${GATEWAY_REPLICAS:-3}"
     assert "--cluster-replicas 1" in services["redis-cluster-init"]["command"][-1]
     assert services["archiver"]["command"] == ["python", "-m", "archiver"]
     assert services["archiver"]["environment"]["S3_ENDPOINT_URL"] == "http://minio:9000"
@@ -117,7 +114,7 @@ def test_the_seed_topology_is_there(services: dict[str, dict[str, Any]]) -> None
 def test_python_services_share_one_image_and_probe_ready(services: dict[str, dict[str, Any]]) -> None:
     python = python_services(services)
     jobs = one_shot_jobs(services)
-    assert {"gateway-1", "auth", "inference-worker", "archiver", "rabbitmq-definitions"} <= set(python)
+    assert {"gateway", "auth", "inference-worker", "archiver", "rabbitmq-definitions"} <= set(python)
     for name, service in python.items():
         assert service["build"]["dockerfile"] == "Dockerfile", name
         assert (COMPOSE_FILE.parent / service["build"]["context"] / "Dockerfile").exists()
@@ -161,7 +158,7 @@ def test_only_the_edge_and_admin_uis_publish_ports(services: dict[str, dict[str,
 
 def test_backend_network_is_internal(compose: dict[str, Any], services: dict[str, dict[str, Any]]) -> None:
     assert compose["networks"]["backend"]["internal"] is True
-    for name in ("gateway-1", "auth", "inference-worker", "archiver", "redis-1"):
+    for name in ("gateway", "auth", "inference-worker", "archiver", "redis-1"):
         assert services[name]["networks"] == ["backend"], name
 
 
@@ -224,22 +221,54 @@ def test_gateways_verify_with_the_auth_public_key(
     secrets = compose["secrets"]
     assert services["auth"]["environment"]["AUTH_SIGNING_KEY_FILE"] == "/run/secrets/auth_signing_key"
     assert "auth_signing_key" in services["auth"]["secrets"]
-    for n in (1, 2, 3):
-        gateway = services[f"gateway-{n}"]
-        assert gateway["environment"]["JWT_PUBLIC_KEY_FILE"] == "/run/secrets/jwt_public_key"
-        assert gateway["secrets"] == ["jwt_public_key"]
+    gateway = services["gateway"]
+    assert gateway["environment"]["JWT_PUBLIC_KEY_FILE"] == "/run/secrets/jwt_public_key"
+    assert gateway["secrets"] == ["jwt_public_key"]
     assert secrets["jwt_public_key"]["file"] == "./secrets/auth_signing_key.pub.pem"
     # Issuer and audience come from the same variables on both sides.
-    assert (
-        services["auth"]["environment"]["AUTH_ISSUER"] == services["gateway-1"]["environment"]["JWT_ISSUER"]
-    )
+    assert services["auth"]["environment"]["AUTH_ISSUER"] == services["gateway"]["environment"]["JWT_ISSUER"]
 
 
 def test_dockerfile_builds_one_non_root_image() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert re.search(r"^FROM python:3\.11-slim\b", dockerfile, re.MULTILINE)
-    assert "pip install ." in dockerfile
+    assert "uv sync --locked" in dockerfile  # the lock (test_deploy_lock.py)
     users = re.findall(r"^USER\s+(\S+)", dockerfile, re.MULTILINE)
     assert users and not users[-1].startswith(("root", "0")), users
     ignored = set((ROOT / ".dockerignore").read_text().split())
     assert {".git", ".venv", "compose/env.enterprise", "compose/secrets", "haproxy/ssl"} <= ignored
+
+
+def test_every_image_is_pinned(services: dict[str, dict[str, Any]]) -> None:
+    """No ``:latest`` and no bare name: a redeploy runs what was tested."""
+    for name, service in services.items():
+        image = str(service["image"])
+        repository, _, tag = image.rpartition(":")
+        assert repository and "/" not in tag, f"{name}: {image} has no tag"
+        assert tag != "latest" and not tag.endswith(":-latest}"), f"{name}: {image}"
+        assert re.search(r"\d+\.\d+|RELEASE\.\d{4}-\d\d-\d\dT", tag), f"{name}: {image} is no version"
+    assert "latest" not in COMPOSE_FILE.read_text()
+
+
+def test_the_application_image_is_tagged_with_the_project_version(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    version = re.search(r'^version = "([^"]+)"', (ROOT / "pyproject.toml").read_text(), re.MULTILINE)
+    assert version
+    for service in python_services(services).values():
+        assert service["image"] == f"enterprise-chat:${{APP_IMAGE_TAG:-{version.group(1)}}}"
+    assert env_example()["APP_IMAGE_TAG"] == version.group(1)
+
+
+def test_haproxy_finds_every_gateway_replica_through_docker_dns(services: dict[str, dict[str, Any]]) -> None:
+    environment = services["haproxy"]["environment"]
+    assert environment["GATEWAY_SERVICE"] == "gateway:8101"
+    assert environment["DNS_RESOLVER"] == "127.0.0.11:53"
+    assert environment["GATEWAY_SLOTS"] == "${HAPROXY_GATEWAY_SLOTS:-32}"
+    assert not {"GATEWAY1", "GATEWAY2", "GATEWAY3"} & set(environment)
+    assert 'server-template gateway "1-${GATEWAY_SLOTS}" "${GATEWAY_SERVICE}"' in HAPROXY_CFG.read_text()
+    prometheus = yaml.safe_load((ROOT / "monitoring" / "prometheus.compose.yml").read_text())
+    job = next(job for job in prometheus["scrape_configs"] if job["job_name"] == "gateway")
+    assert job["dns_sd_configs"] == [
+        {"names": ["gateway"], "type": "A", "port": 8101, "refresh_interval": "15s"}
+    ]

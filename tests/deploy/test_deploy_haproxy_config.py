@@ -44,7 +44,7 @@ def test_config_is_valid_with_the_compose_environment(haproxy_bin: str, tls: Tls
     except KeyError:
         env.pop("HAPROXY_USER")  # no such user outside the image
     env.update(PATH="/usr/sbin:/usr/bin:/sbin:/bin", SSL_DIR=str(tls.ssl_dir))
-    assert env["DNS_RESOLVER"] and env["GATEWAY1"].startswith("gateway-1:")
+    assert env["DNS_RESOLVER"] and env["GATEWAY_SERVICE"] == "gateway:8101"
     result = check(haproxy_bin, env)
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -70,3 +70,10 @@ def test_tls_without_a_certificate_is_refused(haproxy_bin: str, tmp_path: Path) 
     result = check(haproxy_bin, haproxy_env(empty))
     assert result.returncode != 0
     assert "certificate" in (result.stdout + result.stderr).lower()
+
+
+def test_a_gateway_service_without_a_resolver_is_refused(haproxy_bin: str, tls: Tls) -> None:
+    """Replicas are found only through DNS: without a resolver HAProxy would pin one address."""
+    result = check(haproxy_bin, haproxy_env(tls.ssl_dir, GATEWAY_SERVICE="gateway:8101"))
+    assert result.returncode != 0
+    assert "GATEWAY_SERVICE needs DNS_RESOLVER" in result.stdout + result.stderr
