@@ -4,21 +4,13 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-<<<<<<< HEAD
-SOURCES := common broker gateway inference_worker archiver auth devstack chaos $(wildcard bench)
-=======
-SOURCES := common broker gateway inference_worker archiver auth devstack $(wildcard bench) deploy/kubernetes/validate.py
->>>>>>> main
+SOURCES := common broker gateway inference_worker archiver auth devstack chaos $(wildcard bench) deploy/kubernetes/validate.py
 
 run: $(STAMP) services
 	@bash scripts/ensure-services.sh haproxy prometheus
 	$(PY) -m devstack
 
-<<<<<<< HEAD
-.PHONY: run help install test lint typecheck pytest bench contract fuzz services clean chaos chaos-short
-=======
-.PHONY: run help install lock test lint typecheck pytest bench contract fuzz services clean
->>>>>>> main
+.PHONY: run help install lock test lint typecheck pytest bench contract fuzz services clean chaos chaos-short
 
 help:
 	@echo "make run     - run the whole system locally (see README)"
@@ -78,9 +70,8 @@ typecheck: $(STAMP)
 pytest: $(STAMP) services test-tools
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
-<<<<<<< HEAD
 CHAOS ?= short
-test: lint typecheck pytest $(if $(CHAOS),chaos-short)
+test: lint typecheck k8s-validate pytest $(if $(CHAOS),chaos-short)
 
 # The fault suite (chaos/, README "Fault injection"): a private stack, broker and Redis on free
 # ports. `make chaos` is the full form (~6 min); `make test` runs the short form (~2 min) unless
@@ -92,9 +83,6 @@ chaos: $(STAMP) services
 chaos-short: $(STAMP) services
 	@bash scripts/ensure-services.sh haproxy rabbitmq-server redis-server
 	$(PY) -m chaos --short $(ARGS)
-=======
-test: lint typecheck k8s-validate pytest
->>>>>>> main
 
 # make bench ARGS="..." (README, Benchmarks): --via-haproxy needs haproxy, --profile needs py-spy.
 bench: $(STAMP) services
