@@ -75,7 +75,8 @@ def test_disagreements_are_found() -> None:
     assert "not recorded" in session_disagreements([done], [])[0].message
     stranger = session_disagreements([], full)
     assert stranger[0].chat is None and "never sent" in stranger[0].message
-    repeated = chat("q1", status=200, done=True, text="the whole answer", anomalies=["event 3 delivered again"])
+    seen_twice = ["event 3 delivered again"]
+    repeated = chat("q1", status=200, done=True, text="the whole answer", anomalies=seen_twice)
     assert "delivered again" in session_disagreements([repeated], full)[0].message
 
 
