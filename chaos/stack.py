@@ -90,6 +90,7 @@ async def chaos_stack(
                 prometheus=False,
                 enable_management=False,
                 check_inter="500ms",
+                open_streams=1000,
             )
             running = await start_stack(supervisor, config, open_files=open_files, ollama=[])
             yield ChaosStack(supervisor, rabbit, redis, s3_proxy, running, base)

@@ -61,6 +61,10 @@ class StackConfig:
     # Enable the management plugin of the machine's RabbitMQ (only for the default broker).
     enable_management: bool = True
     check_inter: str = "1s"
+    # Concurrent streams it is sized for (DESIGN.md: 10,000): HAProxy processes, worker
+    # concurrency. A stack beside another on free ports asks for less (one HAProxy process: a
+    # second one's stats port, the first's + 1, may not be free).
+    open_streams: int = 10_000
 
     @property
     def s3_endpoint(self) -> str:

@@ -58,12 +58,14 @@ async def answering_ollama(urls: list[str]) -> list[str]:
     return live
 
 
-def capacity(open_files: int, workers: int, *, simulated: bool) -> dict[str, str]:
+def capacity(
+    open_files: int, workers: int, *, simulated: bool, streams: int = OPEN_STREAMS
+) -> dict[str, str]:
     """HAProxy's MAXCONN, and against the simulator the workers' concurrency and its queue."""
     env = os.environ
     sizes = {"HAPROXY_MAXCONN": env.get("HAPROXY_MAXCONN", str(haproxy_maxconn(open_files, HAPROXY_MAXCONN)))}
     if simulated:  # a real Ollama node bounds its own queue: keep the worker's default there
-        per_worker = -(-OPEN_STREAMS // max(1, workers)) + 1000
+        per_worker = -(-streams // max(1, workers)) + 1000
         sizes["WORKER_CONCURRENCY"] = env.get("WORKER_CONCURRENCY", str(per_worker))
         sizes["SIMULATOR_MAX_QUEUE"] = env.get("SIMULATOR_MAX_QUEUE", str(per_worker * workers))
     return sizes
@@ -87,7 +89,7 @@ async def start_stack(
     await supervisor.start(ProcessSpec("s3", s3, common, f"http://127.0.0.1:{config.s3_port}/"))
     live = await answering_ollama(ollama)
     simulated = not live
-    sizes = capacity(open_files, len(config.worker_ports), simulated=simulated)
+    sizes = capacity(open_files, len(config.worker_ports), simulated=simulated, streams=config.open_streams)
     if simulated:
         simulator = (
             python, "-m", "inference_worker.simulator", "--port", str(config.simulator_port),
@@ -159,7 +161,7 @@ async def _start_haproxy(
     supervisor: Supervisor, config: StackConfig, ssl_dir: str | None, maxconn: int
 ) -> None:
     haproxy = shutil.which("haproxy") or "/usr/sbin/haproxy"
-    for i in range(haproxy_processes(OPEN_STREAMS, maxconn)):
+    for i in range(haproxy_processes(config.open_streams, maxconn)):
         # More than one only where the open-file limit is too low for one to hold OPEN_STREAMS:
         # the same ports (SO_REUSEPORT), each its own stats port (8404, 8405 ...).
         stats_port = config.haproxy_stats_port + i
