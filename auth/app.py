@@ -11,12 +11,17 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.asyncio import Redis
 
-from auth import handlers_admin, handlers_users
-from auth.accounts import ensure_bootstrap_admin
+from auth import handlers_admin, handlers_keys, handlers_orgs, handlers_usage, handlers_users
+from auth.accounts import Directory, ensure_bootstrap_admin
+from auth.api_keys import ApiKeyStore
 from auth.appkeys import (
+    API_KEYS,
+    AUDIT,
+    DIRECTORY,
     HASHER,
     KEYS,
     METRICS,
+    POOL,
     REDIS,
     REFRESH,
     REGISTRATIONS,
@@ -24,14 +29,20 @@ from auth.appkeys import (
     SETTINGS,
     THROTTLE,
     TOKENS,
+    USAGE,
     USERS,
 )
+from auth.audit import AuditLog
 from auth.bruteforce import LoginPolicy, LoginThrottle, RegistrationThrottle
+from auth.database import DATABASE_INVALID_INPUT, DATABASE_UNAVAILABLE, migrate, open_pool
+from auth.invitations import InvitationStore
 from auth.metrics import AuthMetrics
+from auth.organizations import OrganizationStore
 from auth.passwords import PasswordHasher
 from auth.refresh import RefreshTokenStore
 from auth.settings import AuthSettings
 from auth.tokens import build_token_service
+from auth.usage import UsageReader
 from auth.users import UserStore
 from common.http import (
     json_error,
@@ -68,7 +79,6 @@ async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
     # A login's revocation must outlive the newest access token issued under it.
     login_ttl = settings.access_token_ttl + settings.token_leeway
     app[REDIS] = redis
-    app[USERS] = UserStore(redis, keys)
     app[REVOCATION] = TokenRevocation(redis, keys, login_ttl=login_ttl)
     app[REFRESH] = RefreshTokenStore(
         redis,
@@ -94,6 +104,33 @@ async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
     )
     yield
     await close_redis(redis)
+
+
+async def _database_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The PostgreSQL pool and the stores over it; migrations are applied first (bounded retries:
+    a database that stays down fails the start, as a supervisor expects)."""
+    settings = app[SETTINGS]
+    for attempt in range(1, BOOTSTRAP_ATTEMPTS + 1):
+        try:
+            await migrate(settings.database_url)
+            break
+        except DATABASE_UNAVAILABLE as exc:
+            if attempt == BOOTSTRAP_ATTEMPTS:
+                raise
+            log.warning("database_migration_retry", attempt=attempt, error=str(exc))
+            await asyncio.sleep(attempt)
+    pool = await open_pool(settings.database_url)
+    users = UserStore(pool, app[REDIS], app[KEYS])
+    app[POOL] = pool
+    app[USERS] = users
+    app[DIRECTORY] = Directory(
+        pool=pool, users=users, organizations=OrganizationStore(pool), invitations=InvitationStore(pool)
+    )
+    app[AUDIT] = AuditLog(pool)
+    app[API_KEYS] = ApiKeyStore(pool)
+    app[USAGE] = UsageReader(pool)
+    yield
+    await pool.close()
 
 
 async def _hasher_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -122,9 +159,9 @@ async def _bootstrap_ctx(app: web.Application) -> AsyncIterator[None]:
     if admin is not None:
         for attempt in range(1, BOOTSTRAP_ATTEMPTS + 1):
             try:
-                await ensure_bootstrap_admin(app[USERS], app[HASHER], admin)
+                await ensure_bootstrap_admin(app[DIRECTORY], app[HASHER], admin)
                 break
-            except REDIS_UNAVAILABLE as exc:
+            except (*REDIS_UNAVAILABLE, *DATABASE_UNAVAILABLE) as exc:
                 if attempt == BOOTSTRAP_ATTEMPTS:
                     raise
                 log.warning("bootstrap_admin_retry", attempt=attempt, error=str(exc))
@@ -138,13 +175,19 @@ async def health(request: web.Request) -> web.Response:
 
 
 async def ready(request: web.Request) -> web.Response:
-    """Readiness: Redis answers."""
+    """Readiness: Redis and PostgreSQL answer."""
     try:
         async with asyncio.timeout(READY_TIMEOUT):
             await request.app[REDIS].ping()
     except REDIS_UNAVAILABLE as exc:
         log.warning("not_ready", error=str(exc))
         return json_error(503, "not_ready", "redis is unavailable", {"Retry-After": "1"})
+    try:
+        async with asyncio.timeout(READY_TIMEOUT):
+            await request.app[POOL].fetchval("SELECT 1")
+    except DATABASE_UNAVAILABLE as exc:
+        log.warning("not_ready", error=str(exc))
+        return json_error(503, "not_ready", "postgresql is unavailable", {"Retry-After": "1"})
     return json_response({"status": "ready"})
 
 
@@ -157,7 +200,12 @@ def create_app(settings: AuthSettings) -> web.Application:
     """Build the app; connections open in ``cleanup_ctx`` when it starts, in dependency order."""
     app = web.Application(
         client_max_size=settings.max_body_bytes,
-        middlewares=[security_headers_middleware, make_error_middleware(unavailable=REDIS_UNAVAILABLE)],
+        middlewares=[
+            security_headers_middleware,
+            make_error_middleware(
+                unavailable=(*REDIS_UNAVAILABLE, *DATABASE_UNAVAILABLE), invalid_input=DATABASE_INVALID_INPUT
+            ),
+        ],
     )
     # Tokens and account data must not be cached; the JWKS handler sets its own public max-age.
     app.on_response_prepare.append(no_store_on_prepare)
@@ -165,9 +213,12 @@ def create_app(settings: AuthSettings) -> web.Application:
     app[KEYS] = Keyspace(settings.common.key_prefix)
     app[METRICS] = AuthMetrics.create()
     app[TOKENS] = build_token_service(settings)
-    app.cleanup_ctx.extend([_redis_ctx, _hasher_ctx, _bootstrap_ctx])
+    app.cleanup_ctx.extend([_redis_ctx, _database_ctx, _hasher_ctx, _bootstrap_ctx])
     app.add_routes(handlers_users.routes)
     app.add_routes(handlers_admin.routes)
+    app.add_routes(handlers_orgs.routes)
+    app.add_routes(handlers_keys.routes)
+    app.add_routes(handlers_usage.routes)
     app.router.add_get("/health", health)
     app.router.add_get("/ready", ready)
     app.router.add_get("/metrics", metrics)

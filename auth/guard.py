@@ -10,7 +10,7 @@ from auth.users import User
 from common.http import ApiError
 from common.revocation import DISABLED, REVOKED
 
-__all__ = ["authenticate", "require_admin"]
+__all__ = ["authenticate", "current_user", "require_admin", "require_org_admin"]
 
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="enterprise-chat"'}
 _INVALID_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="enterprise-chat", error="invalid_token"'}
@@ -47,12 +47,30 @@ async def authenticate(request: web.Request) -> AccessClaims:
     return claims
 
 
-async def require_admin(request: web.Request) -> tuple[AccessClaims, User]:
-    """As :func:`authenticate`, and the caller's *current* role (not the token's) is admin."""
+async def current_user(request: web.Request) -> tuple[AccessClaims, User]:
+    """As :func:`authenticate`, and the caller's *current* record (role, organization, disabled)
+    from PostgreSQL: what authorization decisions read, never the token's copy."""
     claims = await authenticate(request)
     user = await request.app[USERS].get(claims.sub)
     if user is None:
         raise _reject(request, 401, "invalid_token", "the token's user no longer exists")
+    if user.disabled:
+        raise _reject(request, 403, "user_disabled", "this account is disabled")
+    return claims, user
+
+
+async def require_admin(request: web.Request) -> tuple[AccessClaims, User]:
+    """As :func:`current_user`, and the caller is a platform admin (role ``admin``)."""
+    claims, user = await current_user(request)
     if user.role != "admin":
         raise _reject(request, 403, "forbidden", "this endpoint requires the admin role")
+    return claims, user
+
+
+async def require_org_admin(request: web.Request) -> tuple[AccessClaims, User]:
+    """As :func:`current_user`, and the caller administers its organization (``org_admin``, or a
+    platform admin acting in its own organization)."""
+    claims, user = await current_user(request)
+    if user.role not in {"org_admin", "admin"}:
+        raise _reject(request, 403, "forbidden", "this endpoint requires the org_admin role")
     return claims, user

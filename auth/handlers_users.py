@@ -8,8 +8,10 @@ import time
 import structlog
 from aiohttp import web
 
-from auth.accounts import create_account
+from auth.accounts import register_account
 from auth.appkeys import (
+    AUDIT,
+    DIRECTORY,
     HASHER,
     METRICS,
     REFRESH,
@@ -43,7 +45,7 @@ def _token_response(
     access_token, _ = request.app[TOKENS].issue(
         user_id=user.user_id,
         username=user.username,
-        organization=user.organization,
+        organization=user.organization_id,
         role=user.role,
         session_id=family_id,
         generation=generation,
@@ -95,23 +97,37 @@ async def register(request: web.Request) -> web.Response:
             **{"Retry-After": str(wait)},
         )
     try:
-        user = await create_account(
-            request.app[USERS],
+        user, joined_by = await register_account(
+            request.app[DIRECTORY],
             request.app[HASHER],
             username=body.username,
             email=body.email,
             organization=body.organization,
             password=body.password,
+            invitation_token=body.invitation_token,
+            open_signup=request.app[SETTINGS].open_signup,
         )
     except ApiError as exc:
         request.app[METRICS].failures.labels(reason=exc.code).inc()
         raise
     request.app[METRICS].registrations.inc()
-    log.info("user_registered", user_id=user.user_id, organization=user.organization)
+    await request.app[AUDIT].record(
+        "user_registered",
+        actor_id=user.user_id,
+        organization_id=user.organization_id,
+        target_id=user.user_id,
+        client_ip=client_ip,
+        joined_by=joined_by,
+    )
+    log.info(
+        "user_registered", user_id=user.user_id, organization_id=user.organization_id, joined_by=joined_by
+    )
     payload = {
         "user_id": user.user_id,
         "username": user.username,
         "organization": user.organization,
+        "organization_id": user.organization_id,
+        "joined_by": joined_by,
         "email": user.email,
         "role": user.role,
         "created_at": user.created_at,
@@ -133,7 +149,7 @@ async def login(request: web.Request) -> web.Response:
             # logout/all, disable) voids this login instead of being outrun by it. Unknown users
             # read too: same work, same time.
             generation = await app[REVOCATION].generation(user.user_id if user else _NO_USER)
-            if user is None:
+            if user is None or not user.password_hash:  # unknown, or a service account
                 await hasher.verify_dummy(body.password)  # same work, same time, same answer
                 attempt.password_ok = False
             else:
@@ -142,12 +158,26 @@ async def login(request: web.Request) -> web.Response:
         metrics.logins.labels(result="locked").inc()
         log.info("login_throttled", client_ip=client_ip, retry_after=exc.retry_after)
         raise _throttled(request, exc.retry_after) from None
+    audit = app[AUDIT]
     if user is None or not attempt.password_ok:
         metrics.logins.labels(result="invalid_credentials").inc()
         log.info("login_failed", client_ip=client_ip, known_user=user is not None)
+        await audit.record(
+            "login_failed",
+            actor_id=user.user_id if user else None,
+            organization_id=user.organization_id if user else None,
+            client_ip=client_ip,
+            username=body.username[:64],
+        )
         raise _fail(request, 401, "invalid_credentials", "username or password is incorrect")
     if user.disabled:
         metrics.logins.labels(result="disabled").inc()
+        await audit.record(
+            "login_refused_disabled",
+            actor_id=user.user_id,
+            organization_id=user.organization_id,
+            client_ip=client_ip,
+        )
         raise _fail(request, 403, "user_disabled", "this account is disabled")
     if hasher.needs_rehash(user.password_hash):  # the configured cost changed since it was stored
         await users.set_password_hash(user.user_id, await hasher.hash(body.password))
@@ -158,6 +188,9 @@ async def login(request: web.Request) -> web.Response:
         raise _fail(request, 401, "invalid_credentials", "username or password is incorrect")
     refresh_token, family_id = issued
     metrics.logins.labels(result="success").inc()
+    await audit.record(
+        "login", actor_id=user.user_id, organization_id=user.organization_id, client_ip=client_ip
+    )
     log.info("login", user_id=user.user_id, client_ip=client_ip)
     return _token_response(request, user, refresh_token, family_id, generation)
 

@@ -11,19 +11,26 @@ import msgspec
 from common.http import ApiError
 
 __all__ = [
+    "ORG_ROLES",
     "ROLES",
+    "ApiKeyRequest",
+    "InvitationRequest",
     "LoginRequest",
+    "OrganizationRequest",
+    "OrganizationUpdate",
     "PasswordChangeRequest",
     "RefreshRequest",
     "RegisterRequest",
     "RoleRequest",
+    "ServiceAccountRequest",
     "fold_organization",
     "normalize_email",
     "validate_organization",
     "validate_username",
 ]
 
-ROLES = ("user", "admin")
+ROLES = ("user", "org_admin", "admin")
+ORG_ROLES = ("user", "org_admin")  # what an org admin may grant
 USERNAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]{3,64}")
 _EMAIL_LOCAL = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}")
 _DOMAIN_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
@@ -41,7 +48,42 @@ class RegisterRequest(msgspec.Struct, forbid_unknown_fields=True):
     username: str
     password: str
     email: str
-    organization: str
+    # The organization to create (open sign-up only); naming an existing one never joins it.
+    organization: str | None = None
+    invitation_token: Token | None = None
+
+
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+Domain = Annotated[str, msgspec.Meta(min_length=3, max_length=253, pattern=r"^[A-Za-z0-9.-]+\.[A-Za-z]{2,}$")]
+Quota = Annotated[int, msgspec.Meta(ge=0, le=2**62)]
+
+
+class OrganizationRequest(msgspec.Struct, forbid_unknown_fields=True):
+    name: Name
+    allowed_domains: list[Domain] = []
+    monthly_token_quota: Quota | None = None
+
+
+class OrganizationUpdate(msgspec.Struct, forbid_unknown_fields=True):
+    allowed_domains: list[Domain] | None = None
+    monthly_token_quota: Quota | None = None
+    clear_quota: bool = False
+
+
+class InvitationRequest(msgspec.Struct, forbid_unknown_fields=True):
+    email: str | None = None
+    role: str = "user"
+
+
+class ServiceAccountRequest(msgspec.Struct, forbid_unknown_fields=True):
+    name: str
+
+
+class ApiKeyRequest(msgspec.Struct, forbid_unknown_fields=True):
+    name: Name
+    scopes: list[str] = msgspec.field(default_factory=lambda: ["chat", "models"])
+    # Seconds from now; absent = no expiry.
+    expires_in: Annotated[int, msgspec.Meta(ge=60, le=10 * 366 * 86400)] | None = None
 
 
 class LoginRequest(msgspec.Struct, forbid_unknown_fields=True):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from common.settings import CommonSettings, Env, SettingsError
 
-__all__ = ["AuthSettings", "BootstrapAdmin", "Network"]
+__all__ = ["AuthSettings", "BootstrapAdmin", "LedgerSettings", "Network"]
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -70,6 +70,27 @@ def _bootstrap_admin(env: Env, environment: str) -> BootstrapAdmin | None:
     )
 
 
+DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/enterprise_chat"
+
+
+def _database_url(env: Env, environment: str) -> str:
+    url = env.optional("DATABASE_URL")
+    if url is None:
+        if environment == "production":
+            raise SettingsError("DATABASE_URL is required in production (postgresql://user:pass@host/db)")
+        return DEFAULT_DATABASE_URL
+    if not url.startswith(("postgresql://", "postgres://")):
+        raise SettingsError("DATABASE_URL must be postgresql://user[:password]@host[:port]/database")
+    return url
+
+
+def _internal_token(env: Env, environment: str) -> str:
+    token = env.optional("INTERNAL_API_TOKEN") or ""
+    if not token and environment == "production":
+        raise SettingsError("INTERNAL_API_TOKEN is required in production (shared by auth and gateways)")
+    return token
+
+
 def _trusted_proxies(env: Env) -> tuple[Network, ...]:
     networks: list[Network] = []
     for item in env.list("AUTH_TRUSTED_PROXIES"):
@@ -114,6 +135,18 @@ class AuthSettings:
     max_body_bytes: int
     admin_page_size: int
     bootstrap_admin: BootstrapAdmin | None
+    # PostgreSQL: users, organizations, API keys, usage ledger, audit log (auth/database.py).
+    database_url: str = field(repr=False)
+    # Self-registration without an invitation or allowed domain creates a personal organization
+    # (true) or is refused (false; the default in production).
+    open_signup: bool
+    invitation_ttl: float
+    # How long a gateway may serve an API key from its cache before asking again (gateway/api_keys.py);
+    # a revocation is published in Redis for twice this long.
+    api_key_cache_ttl: float
+    # Shared with the gateways: authorizes ``/internal/api-keys/verify``; empty = unauthenticated
+    # (development only: the path is not routed by HAProxy).
+    internal_token: str = field(repr=False)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> AuthSettings:
@@ -134,7 +167,10 @@ class AuthSettings:
             port=env.int("AUTH_PORT", 8001, minimum=1),
             issuer=env.str("AUTH_ISSUER", "enterprise-chat-auth"),
             audience=env.str("AUTH_AUDIENCE", "enterprise-chat"),
-            access_token_ttl=env.int("AUTH_ACCESS_TOKEN_TTL", 900, minimum=30),
+            # Below 30 s only outside production (tests of what outlives a token).
+            access_token_ttl=env.int(
+                "AUTH_ACCESS_TOKEN_TTL", 900, minimum=30 if common.environment == "production" else 1
+            ),
             refresh_token_ttl=env.int("AUTH_REFRESH_TOKEN_TTL", 14 * 24 * 3600, minimum=60),
             token_leeway=env.int("AUTH_TOKEN_LEEWAY", 5, minimum=0),
             signing_key_pem=_signing_key(env, common.environment),
@@ -157,4 +193,41 @@ class AuthSettings:
             max_body_bytes=env.int("AUTH_MAX_BODY_BYTES", 64 * 1024, minimum=1024),
             admin_page_size=env.int("AUTH_ADMIN_PAGE_SIZE", 50, minimum=1),
             bootstrap_admin=_bootstrap_admin(env, common.environment),
+            database_url=_database_url(env, common.environment),
+            open_signup=env.bool("AUTH_OPEN_SIGNUP", common.environment != "production"),
+            invitation_ttl=env.float("AUTH_INVITATION_TTL", 7 * 86400.0, minimum=60.0),
+            api_key_cache_ttl=env.float("API_KEY_CACHE_TTL", 30.0, minimum=1.0),
+            internal_token=_internal_token(env, common.environment),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerSettings:
+    """The usage ledger consumer (``python -m auth.ledger``): broker events -> PostgreSQL."""
+
+    common: CommonSettings
+    instance_id: str
+    database_url: str = field(repr=False)
+    # A batch is written when it holds ``batch_size`` events or its first is ``batch_seconds`` old.
+    batch_size: int
+    batch_seconds: float
+    # How often organizations' monthly quotas are checked against the ledger (gateways follow
+    # within their own refresh interval: the check lags the ledger by a few seconds).
+    quota_interval: float
+    http_host: str
+    http_port: int
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> LedgerSettings:
+        env = Env(environ)
+        common = CommonSettings.from_env("ledger", env)
+        return cls(
+            common=common,
+            instance_id=env.str("INSTANCE_ID", os.uname().nodename),
+            database_url=_database_url(env, common.environment),
+            batch_size=env.int("LEDGER_BATCH_SIZE", 200, minimum=1),
+            batch_seconds=env.float("LEDGER_BATCH_SECONDS", 0.25, minimum=0.001),
+            quota_interval=env.float("LEDGER_QUOTA_INTERVAL", 2.0, minimum=0.05),
+            http_host=env.str("LEDGER_HTTP_HOST", "127.0.0.1"),
+            http_port=env.int("LEDGER_HTTP_PORT", 8501, minimum=0),
         )

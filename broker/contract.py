@@ -19,11 +19,14 @@ from broker.messages import (
     ChatDone,
     ChatError,
     ChatRequest,
+    EmbedRequest,
+    GenerationFinished,
     ReplyBatch,
     SessionEvent,
     TokenChunk,
 )
 from broker.topology import (
+    EVENT_GENERATION_FINISHED,
     EVENT_SESSION_FINISHED,
     EVENT_SESSION_SPILLED,
     EVENT_SESSION_UPDATED,
@@ -95,9 +98,19 @@ def asyncapi(topology: Topology | None = None) -> dict[str, Any]:
                     f"'queue full'; dead-lettered to '{t.dead_letter_exchange}'). Set reply_to to "
                     "your exclusive reply queue, correlation_id to request_id, expiration to the "
                     "deadline. Publish with confirms. reply_mode chooses how replies arrive: "
-                    "'message' (default) one per message, 'batch' in ReplyBatch messages."
+                    "'message' (default) one per message, 'batch' in ReplyBatch messages. Two "
+                    "kinds of request, by their 'type' field (AMQP type likewise): 'chat.request' "
+                    "(the default when 'type' is absent) and 'embed.request' (a batch of texts to "
+                    "embed, answered by one done carrying 'embeddings', no tokens)."
                 ),
-                "publish": {"message": _message(ChatRequest, "Ask for a chat generation")},
+                "publish": {
+                    "message": {
+                        "oneOf": [
+                            _message(ChatRequest, "Ask for a chat generation"),
+                            _message(EmbedRequest, "Ask for the embeddings of a batch of texts"),
+                        ]
+                    }
+                },
             },
             "<reply_to>": {
                 "description": (
@@ -116,7 +129,11 @@ def asyncapi(topology: Topology | None = None) -> dict[str, Any]:
                     "message": {
                         "oneOf": [
                             _message(TokenChunk, "A coalesced run of generated text"),
-                            _message(ChatDone, "The answer is complete, with usage"),
+                            _message(
+                                ChatDone,
+                                "The answer is complete, with usage (and tool_calls, or the "
+                                "embeddings of an EmbedRequest)",
+                            ),
                             _message(ChatError, "The generation failed"),
                             _message(
                                 ReplyBatch,
@@ -137,9 +154,19 @@ def asyncapi(topology: Topology | None = None) -> dict[str, Any]:
                     f"'{EVENT_SESSION_FINISHED}' and '{EVENT_SESSION_SPILLED}'; queue "
                     f"'{t.archiver_queue}' is bound to the last two. Publish '{EVENT_SESSION_FINISHED}' "
                     "to have a session archived now. Workers publish "
-                    f"'{EVENT_SESSION_UPDATED}' only when configured to (SESSION_UPDATED_EVENTS=true)."
+                    f"'{EVENT_SESSION_UPDATED}' only when configured to (SESSION_UPDATED_EVENTS=true). "
+                    "Also the usage of every finished generation, "
+                    f"routing key '{EVENT_GENERATION_FINISHED}', consumed from queue '{t.ledger_queue}' "
+                    "by the usage ledger (auth/ledger.py), once per request_id."
                 ),
-                "subscribe": {"message": _message(SessionEvent, "A session changed or finished")},
+                "subscribe": {
+                    "message": {
+                        "oneOf": [
+                            _message(SessionEvent, "A session changed or finished"),
+                            _message(GenerationFinished, "A generation ended: its usage, for the ledger"),
+                        ]
+                    }
+                },
             },
             t.dead_letter_queue: {
                 "description": "Rejected (invalid), expired and over-delivered messages, for inspection.",

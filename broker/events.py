@@ -1,4 +1,5 @@
-"""Publishing session events on the events topic exchange (routing key = event name)."""
+"""Publishing session events and usage events on the events topic exchange (routing key = event
+name)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from typing import Literal
 from aio_pika.abc import AbstractExchange
 
 from broker.envelope import envelope, publish
-from broker.messages import ChatRequest, SessionEvent, encoder
+from broker.messages import ChatRequest, GenerationFinished, SessionEvent, encoder
+from broker.topology import EVENT_GENERATION_FINISHED
 
 
 def session_event(
@@ -38,3 +40,44 @@ async def publish_session_event(exchange: AbstractExchange, event: SessionEvent)
         trace_id=event.trace_id,
     )
     await publish(exchange, event.event, message)
+
+
+UsageOutcome = Literal["done", "cancelled", "failed", "expired"]
+
+
+def generation_finished(
+    request: ChatRequest,
+    outcome: UsageOutcome,
+    *,
+    prompt_tokens: int,
+    completion_tokens: int,
+    started: float,
+) -> GenerationFinished:
+    """The usage report of ``request``'s generation (the ledger's input)."""
+    now = time.time()
+    return GenerationFinished(
+        request_id=request.request_id,
+        user_id=request.user_id,
+        org_id=request.org_id,
+        key_id=request.key_id,
+        api="job" if request.job_id else request.api,
+        model=request.model,
+        outcome=outcome,
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        duration_ms=round(max(0.0, now - started) * 1000, 1),
+        finished_at=now,
+        trace_id=request.trace_id,
+    )
+
+
+async def publish_generation_finished(exchange: AbstractExchange, event: GenerationFinished) -> None:
+    """Persistent and, on a confirming channel, confirmed: published before the request is acked."""
+    message = envelope(
+        encoder.encode(event),
+        type=EVENT_GENERATION_FINISHED,
+        persistent=True,
+        request_id=event.request_id,
+        trace_id=event.trace_id,
+    )
+    await publish(exchange, EVENT_GENERATION_FINISHED, message)

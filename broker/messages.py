@@ -18,7 +18,7 @@ one message without a ``request_id`` of its own: each frame in it is a whole rep
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -26,6 +26,7 @@ SCHEMA_VERSION = 1
 
 # AMQP message ``type`` property and reply ``type`` tags.
 CHAT_REQUEST = "chat.request"
+EMBED_REQUEST = "embed.request"
 TOKEN = "token"
 DONE = "done"
 ERROR = "error"
@@ -41,11 +42,30 @@ HEADER_TRACE_ID = "x-trace-id"  # the caller's trace id (X-Request-ID), for logs
 HEADER_TRACEPARENT = "traceparent"
 
 
-class ChatMessage(msgspec.Struct, kw_only=True):
-    """One message of a conversation supplied by the caller (OpenAI-style ``messages``)."""
+class ToolFunction(msgspec.Struct, kw_only=True):
+    """The function a tool call invokes; ``arguments`` is an object, as in Ollama's API."""
 
-    role: Literal["system", "user", "assistant"]
+    name: str
+    arguments: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+class ToolCall(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """One tool call the model made (Ollama's ``message.tool_calls[]``); ``id`` as OpenAI names it."""
+
+    function: ToolFunction
+    id: str | None = None
+
+
+class ChatMessage(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """One message of a conversation supplied by the caller (OpenAI-style ``messages``).
+
+    An assistant message may carry the ``tool_calls`` it made; a ``tool`` message is the result of
+    one, ``tool_name`` naming the function (Ollama's field)."""
+
+    role: Literal["system", "user", "assistant", "tool"]
     content: str
+    tool_calls: list[ToolCall] | None = None
+    tool_name: str | None = None
 
 
 class GenerationOptions(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -56,6 +76,14 @@ class GenerationOptions(msgspec.Struct, kw_only=True, omit_defaults=True):
     num_predict: int | None = None  # the most tokens to generate
     seed: int | None = None
     stop: str | list[str] | None = None
+    frequency_penalty: float | None = None
+    presence_penalty: float | None = None
+    top_k: int | None = None
+    min_p: float | None = None
+    typical_p: float | None = None
+    repeat_penalty: float | None = None
+    repeat_last_n: int | None = None
+    num_ctx: int | None = None
 
     def to_ollama(self) -> dict[str, object]:
         """Ollama's ``options`` object: only what was set."""
@@ -86,6 +114,9 @@ class ChatRequest(msgspec.Struct, kw_only=True, tag=CHAT_REQUEST, tag_field="typ
     options: GenerationOptions | None = None
     job_id: str | None = None
     trace_id: str = ""
+    # The API key the request came with (usage is recorded per key), and the API it came through.
+    key_id: str = ""
+    api: Literal["chat", "openai", "job", "ollama"] = "chat"
     reply_mode: Annotated[
         ReplyMode,
         msgspec.Meta(
@@ -94,6 +125,24 @@ class ChatRequest(msgspec.Struct, kw_only=True, tag=CHAT_REQUEST, tag_field="typ
             "reply queue (check each frame's request_id and user_id)"
         ),
     ] = "message"
+    tools: Annotated[
+        list[dict[str, Any]] | None,
+        msgspec.Meta(
+            description="Tools the model may call, as Ollama's /api/chat takes them "
+            '([{"type": "function", "function": {"name", "description", "parameters"}}]); '
+            "its calls come back in ChatDone.tool_calls"
+        ),
+    ] = None
+    parallel_tool_calls: Annotated[
+        bool, msgspec.Meta(description="false: at most one tool call is returned")
+    ] = True
+    format: Annotated[
+        str | dict[str, Any] | None,
+        msgspec.Meta(
+            description='Ollama\'s structured output: "json" (any JSON value) or a JSON schema the '
+            "answer must conform to"
+        ),
+    ] = None
 
     @property
     def user_turn(self) -> str:
@@ -102,6 +151,30 @@ class ChatRequest(msgspec.Struct, kw_only=True, tag=CHAT_REQUEST, tag_field="typ
             if message.role == "user":
                 return message.content
         return self.prompt
+
+
+class EmbedRequest(msgspec.Struct, kw_only=True, tag=EMBED_REQUEST, tag_field="type"):
+    """Embed ``input`` (a batch of texts) with ``model``, published to the request queue like a chat.
+
+    Answered by one ``done`` whose ``embeddings`` holds a vector per input (``usage.prompt_tokens``
+    counts the input tokens), or an ``error``; no ``token`` replies. ``dimensions`` truncates the
+    vectors where the model supports it; ``truncate`` false refuses inputs longer than the context.
+    """
+
+    schema_version: int = SCHEMA_VERSION
+    request_id: str
+    user_id: str
+    org_id: str
+    model: str
+    input: list[str]
+    truncate: bool = True
+    dimensions: int | None = None
+    deadline: float
+    created_at: float
+    trace_id: str = ""
+    reply_mode: ReplyMode = "message"
+    session_id: None = None  # replies name no session (the field keeps one shape for every request)
+    job_id: None = None
 
 
 class Usage(msgspec.Struct, kw_only=True):
@@ -151,6 +224,14 @@ class ChatDone(msgspec.Struct, kw_only=True, tag=DONE, tag_field="type"):
     done_reason: str
     usage: Usage
     node: str | None = None
+    tool_calls: Annotated[
+        list[ToolCall] | None,
+        msgspec.Meta(description="The tool calls the model made instead of (or beside) text"),
+    ] = None
+    embeddings: Annotated[
+        list[list[float]] | None,
+        msgspec.Meta(description="The answer to an EmbedRequest: one vector per input, in order"),
+    ] = None
 
 
 class ChatError(msgspec.Struct, kw_only=True, tag=ERROR, tag_field="type"):
@@ -197,6 +278,31 @@ class Cancel(msgspec.Struct, kw_only=True, tag=CANCEL, tag_field="type"):
     trace_id: str = ""
 
 
+class GenerationFinished(msgspec.Struct, kw_only=True, tag="generation.finished", tag_field="type"):
+    """A generation ended, published by the worker on the events exchange (routing key
+    ``generation.finished``) before it acks the request: the usage ledger records it, exactly once
+    per ``request_id`` (a redelivered request's second report is ignored).
+
+    ``outcome``: ``done``, ``cancelled`` (client gone or user cancel: the tokens produced so far),
+    ``failed`` or ``expired`` (past the deadline). ``prompt_tokens`` is 0 when the model stopped
+    before reporting it.
+    """
+
+    schema_version: int = SCHEMA_VERSION
+    request_id: str
+    user_id: str
+    org_id: str
+    key_id: str = ""
+    api: str = "chat"
+    model: str
+    outcome: Literal["done", "cancelled", "failed", "expired"]
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    duration_ms: float = 0.0
+    finished_at: float
+    trace_id: str = ""
+
+
 class SessionEvent(msgspec.Struct, kw_only=True, tag="session.event", tag_field="type"):
     """A session changed, finished, or spilled turns over its Redis cap; routing key is ``event``.
 
@@ -217,6 +323,24 @@ class SessionEvent(msgspec.Struct, kw_only=True, tag="session.event", tag_field=
 
 encoder = msgspec.json.Encoder()
 request_decoder = msgspec.json.Decoder(ChatRequest)
+embed_request_decoder = msgspec.json.Decoder(EmbedRequest)
+
+
+class _Kind(msgspec.Struct):
+    type: str = CHAT_REQUEST
+
+
+_kind_decoder = msgspec.json.Decoder(_Kind)
+
+
+def decode_request(body: bytes) -> ChatRequest | EmbedRequest:
+    """A request from the request queue, by its ``type`` (a ChatRequest when it has none, as
+    integrators wrote them before embeddings existed). Raises msgspec's errors when invalid."""
+    if _kind_decoder.decode(body).type == EMBED_REQUEST:
+        return embed_request_decoder.decode(body)
+    return request_decoder.decode(body)
+
+
 reply_decoder = msgspec.json.Decoder(ReplyMessage)
 cancel_decoder = msgspec.json.Decoder(Cancel)
 event_decoder = msgspec.json.Decoder(SessionEvent)
@@ -224,10 +348,12 @@ event_decoder = msgspec.json.Decoder(SessionEvent)
 # Every message type on the broker, in contract order (the AsyncAPI document lists these).
 ALL_MESSAGES: tuple[type[msgspec.Struct], ...] = (
     ChatRequest,
+    EmbedRequest,
     TokenChunk,
     ChatDone,
     ChatError,
     ReplyBatch,
     Cancel,
     SessionEvent,
+    GenerationFinished,
 )

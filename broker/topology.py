@@ -21,6 +21,8 @@ EVENT_SESSION_UPDATED = "session.updated"
 EVENT_SESSION_FINISHED = "session.finished"
 EVENT_SESSION_SPILLED = "session.spilled"
 ARCHIVER_EVENTS = (EVENT_SESSION_FINISHED, EVENT_SESSION_SPILLED)
+# A generation ended (done, cancelled, failed): its usage, for the ledger (auth/ledger.py).
+EVENT_GENERATION_FINISHED = "generation.finished"
 REQUEST_ROUTING_KEY = "chat"
 
 
@@ -71,6 +73,11 @@ class Topology:
     def archiver_queue(self) -> str:
         """Durable queue of ``session.finished``/``session.spilled`` events consumed by the archiver."""
         return f"{self.prefix}.archiver"
+
+    @property
+    def ledger_queue(self) -> str:
+        """Durable queue of ``generation.finished`` events consumed by the usage ledger."""
+        return f"{self.prefix}.ledger"
 
     @property
     def archiver_retry_queue(self) -> str:
@@ -136,6 +143,8 @@ class Topology:
         for key in ARCHIVER_EVENTS:
             await archiver.bind(events, routing_key=key)
         await _declare_queue(channel, self.archiver_retry_queue, self.archiver_retry_queue_arguments())
+        ledger = await _declare_queue(channel, self.ledger_queue, self.archiver_queue_arguments())
+        await ledger.bind(events, routing_key=EVENT_GENERATION_FINISHED)
         return DeclaredTopology(
             requests=requests,
             request_queue=request_queue,
@@ -143,6 +152,7 @@ class Topology:
             events=events,
             archiver_queue=archiver,
             dead_letter_queue=dlq,
+            ledger_queue=ledger,
         )
 
     async def delete(self, channel: AbstractChannel) -> None:
@@ -151,6 +161,7 @@ class Topology:
             self.requests_queue,
             self.archiver_queue,
             self.archiver_retry_queue,
+            self.ledger_queue,
             self.dead_letter_queue,
         ):
             await channel.queue_delete(queue)
@@ -208,11 +219,13 @@ class Topology:
                 queue(self.requests_queue, self.request_queue_arguments()),
                 queue(self.archiver_queue, self.archiver_queue_arguments()),
                 queue(self.archiver_retry_queue, self.archiver_retry_queue_arguments()),
+                queue(self.ledger_queue, self.archiver_queue_arguments()),
             ],
             "bindings": [
                 binding(self.dead_letter_exchange, self.dead_letter_queue, "#"),
                 binding(self.requests_exchange, self.requests_queue, REQUEST_ROUTING_KEY),
                 *(binding(self.events_exchange, self.archiver_queue, key) for key in ARCHIVER_EVENTS),
+                binding(self.events_exchange, self.ledger_queue, EVENT_GENERATION_FINISHED),
             ],
         }
 
@@ -225,6 +238,7 @@ class DeclaredTopology:
     events: AbstractExchange
     archiver_queue: AbstractQueue
     dead_letter_queue: AbstractQueue
+    ledger_queue: AbstractQueue
 
 
 async def _declare_queue(channel: AbstractChannel, name: str, arguments: dict[str, Any]) -> AbstractQueue:

@@ -123,7 +123,8 @@ class Client:
         return False
 
     async def login(self) -> bool:
-        """Log in; a user the auth service no longer knows (Redis kept nothing) registers again."""
+        """Log in; a user the auth service does not know (a 401) registers again once (accounts
+        are PostgreSQL's, so no fault here should lose one: a second 401 is a failed login)."""
         for _ in range(2):
             body = {"username": self.username, "password": self.password}
             try:

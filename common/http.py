@@ -193,11 +193,14 @@ def _from_http_exception(exc: web.HTTPException) -> web.Response:
 def make_error_middleware(
     *,
     unavailable: tuple[type[Exception], ...] = (),
+    invalid_input: tuple[type[Exception], ...] = (),
     on_unhandled: Callable[[Exception], None] | None = None,
 ) -> Middleware:
     """An :func:`error_middleware` that also answers ``unavailable`` exceptions (a backing
     service such as Redis being down) with 503 ``unavailable`` and ``Retry-After`` instead of 500,
-    and reports unexpected exceptions to ``on_unhandled`` (error tracking: count by type).
+    ``invalid_input`` exceptions (a store refusing a value the client sent, such as a NUL
+    character in PostgreSQL text) with 400 ``invalid_input``, and reports unexpected exceptions to
+    ``on_unhandled`` (error tracking: count by type).
     """
 
     @web.middleware
@@ -212,6 +215,11 @@ def make_error_middleware(
             return _from_http_exception(exc)
         except RequestTimeout as exc:  # before `unavailable`: a TimeoutError is an OSError too
             return _request_timeout(exc)
+        except invalid_input as exc:
+            log.info("invalid_input_refused", path=request.path, error_type=type(exc).__name__)
+            return json_error(
+                400, "invalid_input", "a value in the request cannot be stored (for example a NUL character)"
+            )
         except unavailable as exc:
             log.warning("dependency_unavailable", path=request.path, error=repr(exc))
             return json_error(503, "unavailable", "a backing service is unavailable", {"Retry-After": "1"})

@@ -93,23 +93,7 @@ class Keyspace:
         """Glob matching every key of this namespace (for tests and tooling)."""
         return f"{self.prefix}*"
 
-    # -- auth service: users, uniqueness claims, refresh tokens, login failures --------------------
-    def auth_user(self, user_id: str) -> str:
-        """Hash: the user record (username, email, organization, role, password_hash, disabled ...)."""
-        return f"{self.prefix}auth:user:{self.user_tag(user_id)}"
-
-    def auth_username(self, username_lower: str) -> str:
-        """String -> user_id; claimed with SET NX so a username is taken once (case-insensitive)."""
-        return f"{self.prefix}auth:username:{username_lower}"
-
-    def auth_email(self, email_lower: str) -> str:
-        """String -> user_id; claimed with SET NX so an email address is registered once."""
-        return f"{self.prefix}auth:email:{email_lower}"
-
-    def auth_user_index(self) -> str:
-        """Sorted set (all scores 0) of ``<created_ms:015d>:<user_id>``, paged by lex range."""
-        return f"{self.prefix}auth:users"
-
+    # -- auth service: refresh tokens, login failures ---------------------------------------------
     def refresh_family(self, user_id: str, family_id: str) -> str:
         """Hash of one refresh-token family (one login): current token hash and used hashes."""
         return f"{self.prefix}auth:refresh:{self.user_tag(user_id)}:{family_id}"
@@ -140,11 +124,7 @@ class Keyspace:
         """Counter of registration attempts from one client address within its window."""
         return f"{self.prefix}auth:registrations:ip:{client_ip}"
 
-    def auth_organization(self, name_folded: str) -> str:
-        """String -> user_id of the registration that created the organization; claimed with
-        SET NX on the NFKC-case-folded name, so an organization name is registered once."""
-        return f"{self.prefix}auth:organization:{name_folded}"
-
-    def auth_migration(self, name: str) -> str:
-        """Marker: the auth data migration ``name`` has completed."""
-        return f"{self.prefix}auth:migrations:{name}"
+    def quota_exhausted(self) -> str:
+        """JSON list of the organizations whose monthly token quota is used up (written by the
+        usage ledger every few seconds, with a TTL: a stopped ledger enforces nothing)."""
+        return f"{self.prefix}quota:exhausted"

@@ -48,7 +48,8 @@ local function token_status(disabled, jti, sid, generation, token_generation)
   if disabled and redis.call('EXISTS', disabled) == 1 then return 2 end
   if jti and redis.call('EXISTS', jti) == 1 then return 3 end
   if sid and redis.call('EXISTS', sid) == 1 then return 3 end
-  if generation then
+  -- A negative token generation (API keys) is not checked: keys are revoked one by one.
+  if generation and (tonumber(token_generation) or 0) >= 0 then
     local current = tonumber(redis.call('GET', generation) or '0') or 0
     if current > (tonumber(token_generation) or 0) then return 3 end
   end

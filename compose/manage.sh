@@ -8,9 +8,10 @@
 #                                               run that many inference workers and gateways
 #                                               (gateways: 1..HAPROXY_GATEWAY_SLOTS, default 32;
 #                                               HAProxy finds the replicas through Docker's DNS)
-#   compose/manage.sh backup [dir]              Redis RDB snapshots of every node, the MinIO archive
-#                                               bucket (mc mirror) and the RabbitMQ definitions,
-#                                               into dir (default backups/<UTC time>/, mode 700)
+#   compose/manage.sh backup [dir]              PostgreSQL (pg_dump), Redis RDB snapshots of every
+#                                               node, the MinIO archive bucket (mc mirror) and the
+#                                               RabbitMQ definitions, into dir (default
+#                                               backups/<UTC time>/, mode 700; README: restoring)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -64,6 +65,10 @@ backup() {
   # Backups hold chats and password hashes: never let them into git.
   [[ -f "$ROOT/backups/.gitignore" ]] || { mkdir -p "$ROOT/backups" && printf '*\n' >"$ROOT/backups/.gitignore"; }
   echo "==> backing up into $dir"
+  # Users, organizations, API keys, usage and audit: a consistent snapshot, custom format
+  # (pg_restore), expanded by the container's shell from its own environment.
+  # shellcheck disable=SC2016
+  compose exec -T postgres sh -c 'pg_dump -U "$POSTGRES_USER" -Fc "$POSTGRES_DB"' >"$dir/postgres.dump"
   for n in 1 2 3 4 5 6; do
     before="$(compose exec -T "redis-$n" redis-cli LASTSAVE | tr -d '\r')"
     compose exec -T "redis-$n" redis-cli BGSAVE SCHEDULE >/dev/null

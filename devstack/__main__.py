@@ -3,12 +3,14 @@
 Starts, against the local RabbitMQ (management UI enabled) and Redis: a local S3 server (moto) on
 9000, the Ollama simulator on 11435 (unless a real Ollama answers at ``OLLAMA_URLS``), the auth
 service on 8001, three gateways on 8101-8103, two inference workers (health on 8201, 8202), the
-archiver (8301), HAProxy (8080, TLS 8443, stats 8404) and Prometheus (9090). Signing keys and a
-self-signed certificate are generated under ``.run/`` and ``haproxy/ssl/`` on first use.
-Ctrl-C stops everything it started.
+archiver (8301), the usage ledger (8501), HAProxy (8080, TLS 8443, stats 8404) and Prometheus
+(9090), with the local PostgreSQL (``DATABASE_URL``; the database is created when missing, and the
+first platform admin with a generated password shown once in the banner). Signing keys, the
+internal token and a self-signed certificate are generated under ``.run/`` and ``haproxy/ssl/`` on
+first use. Ctrl-C stops everything it started.
 
-Every port, the broker, Redis and S3 addresses and the number of gateways and workers can be
-changed (``--help``; ``--free-ports`` runs a second stack beside the first). Sized for
+Every port, the broker, Redis, PostgreSQL and S3 addresses and the number of gateways and workers
+can be changed (``--help``; ``--free-ports`` runs a second stack beside the first). Sized for
 ``OPEN_STREAMS`` concurrent streams: the open-file limit is raised (to the hard limit, or 65536
 where allowed), HAProxy's ``MAXCONN`` is what that limit lets one process hold, and against the
 simulator the workers take ``WORKER_CONCURRENCY`` generations each and the simulator queues that
@@ -29,14 +31,14 @@ from pathlib import Path
 from devstack.config import HAPROXY_AUTH_SOURCE, ROOT, StackConfig
 from devstack.haproxy import GATEWAY_SLOTS
 from devstack.limits import haproxy_processes, raise_open_files_limit
-from devstack.stack import OPEN_STREAMS, RunningStack, start_stack
+from devstack.stack import ADMIN_USERNAME, OPEN_STREAMS, RunningStack, start_stack
 from devstack.supervisor import Supervisor
 
 __all__ = ["HAPROXY_AUTH_SOURCE", "parse_config"]
 
 _PORTS = (
-    "auth_port", "simulator_port", "s3_port", "archiver_port", "haproxy_port", "haproxy_tls_port",
-    "haproxy_stats_port", "prometheus_port",
+    "auth_port", "simulator_port", "s3_port", "archiver_port", "ledger_port", "haproxy_port",
+    "haproxy_tls_port", "haproxy_stats_port", "prometheus_port",
 )  # fmt: skip
 
 
@@ -58,6 +60,11 @@ def parse_config(argv: Sequence[str] | None = None) -> StackConfig:
     add("--rabbitmq-url", default=None, help="default: RABBITMQ_URL or the local broker")
     add("--rabbitmq-management-url", default=None, help="its management API (gateway backlog)")
     add("--redis-url", default=None, help="default: REDIS_URL or the local Redis")
+    add(
+        "--database-url",
+        default=os.environ.get("DATABASE_URL"),
+        help=f"auth's and the ledger's PostgreSQL database (default: DATABASE_URL or {default.database_url})",
+    )
     add("--s3-url", default=None, help="S3 endpoint the services use (default: the local moto)")
     add("--run-dir", type=Path, default=None, help=f"keys and logs (default {default.run_dir})")
     add("--no-tls", action="store_true", help="no HAProxy TLS listener")
@@ -78,7 +85,7 @@ def parse_config(argv: Sequence[str] | None = None) -> StackConfig:
             worker_ports=args.worker_ports or tuple(8201 + i for i in range(workers)),
         )
     overrides: dict[str, object] = {name: getattr(args, name) for name in _PORTS if getattr(args, name)}
-    for name in ("rabbitmq_url", "rabbitmq_management_url", "redis_url", "s3_url", "run_dir"):
+    for name in ("rabbitmq_url", "rabbitmq_management_url", "redis_url", "database_url", "s3_url", "run_dir"):
         if getattr(args, name) is not None:
             overrides[name] = getattr(args, name)
     if args.no_tls:
@@ -86,6 +93,16 @@ def parse_config(argv: Sequence[str] | None = None) -> StackConfig:
     if args.no_prometheus:
         overrides["prometheus"] = False
     return replace(config, **overrides)  # type: ignore[arg-type]
+
+
+def admin_note(password: str | None) -> str:
+    if password is None:
+        return "  platform admin      exists (another: python -m auth create-admin --help)"
+    return (
+        f"  platform admin      {ADMIN_USERNAME} / {password}\n"
+        "                      (shown once: change it with POST /me/password; more admins:\n"
+        "                      python -m auth create-admin --username ... --email ... --organization ...)"
+    )
 
 
 def banner(stack: RunningStack) -> str:
@@ -96,6 +113,7 @@ def banner(stack: RunningStack) -> str:
     note = " (simulator: no Ollama answered)" if stack.simulated else ""
     return f"""
 Enterprise chat is running.
+{admin_note(stack.admin_password)}
   chat API (HAProxy)  {base}{tls}
   auth                http://localhost:{c.auth_port}   (also routed through {base})
   gateways            {", ".join(f"http://localhost:{p}" for p in c.gateway_ports)}
@@ -114,6 +132,9 @@ Try it (paste):
     | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
   curl -N {base}/chat -H "Authorization: Bearer $TOKEN" -H 'content-type: application/json' \\
     -d '{{"session_id":"session123","prompt":"שלום, מה שלומך?"}}'
+  # An API key for tools that want a static key (OpenAI clients: base URL {base}/v1):
+  curl -s {base}/me/api-keys -H "Authorization: Bearer $TOKEN" -H 'content-type: application/json' \\
+    -d '{{"name":"my tool"}}'
 
 Ctrl-C stops everything.
 """

@@ -1,8 +1,9 @@
 """Where the local stack listens, what it talks to and how many of each process it runs.
 
-``make run`` uses the defaults (the fixed ports of DESIGN.md, the machine's RabbitMQ and Redis, a
-local moto S3 on 9000); ``python -m devstack --help`` and the fault suite (``chaos/``) override
-them: free ports, a private broker and Redis, an S3 endpoint behind a proxy it can cut.
+``make run`` uses the defaults (the fixed ports of DESIGN.md, the machine's RabbitMQ, Redis and
+PostgreSQL, a local moto S3 on 9000); ``python -m devstack --help`` and the fault suite (``chaos/``)
+override them: free ports, a private broker and Redis, a database of its own, an S3 endpoint
+behind a proxy it can cut.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-__all__ = ["HAPROXY_AUTH_SOURCE", "ROOT", "RUN_DIR", "StackConfig", "free_port"]
+__all__ = ["DEFAULT_DATABASE_URL", "HAPROXY_AUTH_SOURCE", "ROOT", "RUN_DIR", "StackConfig", "free_port"]
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN_DIR = ROOT / ".run"
@@ -21,6 +22,8 @@ RUN_DIR = ROOT / ".run"
 # it is throttled as itself and cannot pose as another address; clients through HAProxy are
 # throttled by their own address, not all as HAProxy's.
 HAPROXY_AUTH_SOURCE = "127.0.0.2"
+# The database of the auth service and the usage ledger (created when missing, migrated at start).
+DEFAULT_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/enterprise_chat"
 S3_CREDENTIALS = {"S3_ACCESS_KEY_ID": "local-dev", "S3_SECRET_ACCESS_KEY": "local-dev"}
 
 
@@ -44,6 +47,7 @@ class StackConfig:
     simulator_port: int = 11435
     s3_port: int = 9000
     archiver_port: int = 8301
+    ledger_port: int = 8501
     haproxy_port: int = 8080
     haproxy_tls_port: int = 8443
     haproxy_stats_port: int = 8404
@@ -51,6 +55,8 @@ class StackConfig:
     rabbitmq_url: str | None = None
     rabbitmq_management_url: str | None = None
     redis_url: str | None = None
+    # Given to auth and the ledger only (the gateways verify tokens and keys without it).
+    database_url: str = DEFAULT_DATABASE_URL
     # What the services use to reach S3; None = the moto server the stack starts on s3_port.
     s3_url: str | None = None
     # Extra simulator arguments (pace, answer length) and extra environment for every service.
@@ -91,8 +97,8 @@ class StackConfig:
         ports = {
             name: free_port()
             for name in (
-                "auth_port", "simulator_port", "s3_port", "archiver_port", "haproxy_port",
-                "haproxy_tls_port", "haproxy_stats_port", "prometheus_port",
+                "auth_port", "simulator_port", "s3_port", "archiver_port", "ledger_port",
+                "haproxy_port", "haproxy_tls_port", "haproxy_stats_port", "prometheus_port",
             )
         }  # fmt: skip
         config = cls(

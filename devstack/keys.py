@@ -1,15 +1,16 @@
-"""Key material of the local run, generated once on first use: auth's signing key, HAProxy's
-self-signed certificate."""
+"""Key material of the local run, generated once on first use: auth's signing key, the internal
+token the gateways show auth, HAProxy's self-signed certificate."""
 
 from __future__ import annotations
 
 import os
+import secrets
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-__all__ = ["ensure_certificate", "ensure_signing_key"]
+__all__ = ["ensure_certificate", "ensure_internal_token", "ensure_signing_key"]
 
 
 def ensure_signing_key(directory: Path) -> tuple[Path, Path]:
@@ -33,6 +34,16 @@ def ensure_signing_key(directory: Path) -> tuple[Path, Path]:
             )
         )
     return private_path, public_path
+
+
+def ensure_internal_token(directory: Path) -> str:
+    """The secret gateways show the auth service to verify API keys, generated once (0600)."""
+    path = directory / "internal_token"
+    if not path.exists():
+        directory.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(secrets.token_urlsafe(32))
+    return path.read_text().strip()
 
 
 def ensure_certificate(directory: Path) -> Path:

@@ -1,7 +1,9 @@
 """Start the whole system under a :class:`Supervisor`, as ``make run`` does, from a StackConfig.
 
-The order matters: S3 and the model backend first, then auth, then workers, gateways and the
-archiver (in parallel), then HAProxy once a gateway is up, then Prometheus.
+The order matters: S3 and the model backend first, then the database (created when missing,
+migrated), then auth, then workers, gateways, the archiver and the usage ledger (in parallel),
+then HAProxy once a gateway is up, then Prometheus. A database without a platform admin gets one
+(``admin``, a generated password the caller shows once).
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 import shutil
 import sys
 from dataclasses import dataclass
@@ -16,16 +19,24 @@ from dataclasses import dataclass
 import aiohttp
 
 from devstack.config import HAPROXY_AUTH_SOURCE, ROOT, StackConfig
+from devstack.database import prepare_database
 from devstack.haproxy import haproxy_env
-from devstack.keys import ensure_certificate, ensure_signing_key
+from devstack.keys import ensure_certificate, ensure_internal_token, ensure_signing_key
 from devstack.limits import haproxy_maxconn, haproxy_processes
 from devstack.supervisor import ProcessSpec, Supervisor
 
-__all__ = ["OPEN_STREAMS", "RunningStack", "capacity", "start_stack"]
+__all__ = ["ADMIN_USERNAME", "OPEN_STREAMS", "RunningStack", "capacity", "start_stack"]
 
 # Concurrent streams the local run is sized for (DESIGN.md: 10,000 open streams held at once).
 OPEN_STREAMS = 10_000
 HAPROXY_MAXCONN = 20_000
+# The first platform admin, created by auth at start-up when the database has none.
+ADMIN_USERNAME = "admin"
+ADMIN_BOOTSTRAP = {
+    "AUTH_BOOTSTRAP_ADMIN_USERNAME": ADMIN_USERNAME,
+    "AUTH_BOOTSTRAP_ADMIN_EMAIL": "admin@example.com",
+    "AUTH_BOOTSTRAP_ADMIN_ORGANIZATION": "Platform",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +45,8 @@ class RunningStack:
     ollama_urls: str
     simulated: bool
     sizes: dict[str, str]
+    # The password of the platform admin created at this start (None: the database had one).
+    admin_password: str | None = None
 
 
 async def enable_rabbitmq_management() -> None:
@@ -99,13 +112,21 @@ async def start_stack(
         await supervisor.start(ProcessSpec("simulator", simulator, common, ready))
         live = [f"http://127.0.0.1:{config.simulator_port}"]
     ollama_urls = ",".join(live)
+    admin_password = secrets.token_urlsafe(15) if await prepare_database(config.database_url) else None
+    identity = {
+        "DATABASE_URL": config.database_url,
+        "INTERNAL_API_TOKEN": ensure_internal_token(config.run_dir / "keys"),
+    }
     auth_env = {
         **common,
+        **identity,
         "AUTH_PORT": str(config.auth_port),
         "AUTH_HOST": "127.0.0.1",
         "AUTH_SIGNING_KEY_FILE": str(private_key),
         "AUTH_TRUSTED_PROXIES": HAPROXY_AUTH_SOURCE,
     }
+    if admin_password is not None:  # created at start-up, shown once by the caller
+        auth_env |= {**ADMIN_BOOTSTRAP, "AUTH_BOOTSTRAP_ADMIN_PASSWORD": admin_password}
     await supervisor.start(
         ProcessSpec("auth", (python, "-m", "auth"), auth_env, f"http://127.0.0.1:{config.auth_port}/ready")
     )
@@ -129,6 +150,8 @@ async def start_stack(
                 "GATEWAY_PORT": str(port),
                 "INSTANCE_ID": f"gateway-{i + 1}",
                 "JWT_PUBLIC_KEY_FILE": str(public_key),
+                "AUTH_URL": f"http://127.0.0.1:{config.auth_port}",
+                "INTERNAL_API_TOKEN": identity["INTERNAL_API_TOKEN"],
             },
             f"http://127.0.0.1:{port}/ready",
         )
@@ -140,6 +163,14 @@ async def start_stack(
             (python, "-m", "archiver"),
             {**common, "ARCHIVER_HTTP_PORT": str(config.archiver_port)},
             f"http://127.0.0.1:{config.archiver_port}/ready",
+        )
+    )
+    specs.append(
+        ProcessSpec(
+            "ledger",
+            (python, "-m", "auth.ledger"),
+            {**common, **identity, "LEDGER_HTTP_PORT": str(config.ledger_port)},
+            f"http://127.0.0.1:{config.ledger_port}/ready",
         )
     )
     await asyncio.gather(*(supervisor.start(spec) for spec in specs))
@@ -154,7 +185,7 @@ async def start_stack(
         )
         ready = f"http://127.0.0.1:{config.prometheus_port}/-/ready"
         await supervisor.start(ProcessSpec("prometheus", argv, {}, ready))
-    return RunningStack(config, ollama_urls, simulated, sizes)
+    return RunningStack(config, ollama_urls, simulated, sizes, admin_password)
 
 
 async def _start_haproxy(

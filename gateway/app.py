@@ -8,6 +8,7 @@ this instance's background work, which is drained before the connections it uses
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 
@@ -32,6 +33,7 @@ from common.runtime import within
 from common.session_reader import SessionReader
 from common.sessions import SessionStore
 from gateway.admission import Admission
+from gateway.api_keys import ApiKeyVerifier, AuthUnavailable
 from gateway.appkeys import (
     ADMISSION,
     AMQP,
@@ -46,6 +48,7 @@ from gateway.appkeys import (
     METRICS,
     MODELS,
     PUBLISHER,
+    QUOTA,
     READER,
     REDIS,
     ROUTER,
@@ -54,6 +57,7 @@ from gateway.appkeys import (
     VERIFIER,
 )
 from gateway.backlog import QueueBacklog
+from gateway.cors import CORS, cors_middleware, cors_on_prepare
 from gateway.lifecycle import Lifecycle
 from gateway.metrics import GatewayMetrics
 from gateway.middlewares import (
@@ -64,8 +68,10 @@ from gateway.middlewares import (
     request_id_on_prepare,
 )
 from gateway.models import ModelCatalog
+from gateway.ollama_api import ollama_errors_middleware
 from gateway.openai import openai_errors_middleware
 from gateway.publisher import RequestPublisher
+from gateway.quota import QuotaWatch
 from gateway.replies import ReplyRouter
 from gateway.routes import add_routes
 from gateway.settings import GatewaySettings
@@ -95,7 +101,10 @@ async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
     app[MODELS] = ModelCatalog(
         ModelRegistry(redis, keys), allowed=settings.allowed_models, default=settings.default_model
     )
+    app[QUOTA] = quota = QuotaWatch(redis, keys, interval=settings.quota_refresh)
+    quota_task = asyncio.get_running_loop().create_task(quota.run(), name="quota-refresh")
     yield
+    quota_task.cancel()
     await within(5, "redis_close", redis.aclose())
 
 
@@ -104,6 +113,14 @@ async def _http_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     http = aiohttp.ClientSession()
     app[HTTP] = http
+    api_keys = None
+    if settings.api_key_verify_url is not None:
+        api_keys = ApiKeyVerifier(
+            http,
+            settings.api_key_verify_url,
+            ttl=settings.api_key_cache_ttl,
+            internal_token=settings.internal_token,
+        )
     app[VERIFIER] = TokenVerifier(
         issuer=settings.jwt_issuer,
         audience=settings.jwt_audience,
@@ -112,6 +129,7 @@ async def _http_ctx(app: web.Application) -> AsyncIterator[None]:
         jwks_url=settings.jwks_url,
         http=http,
         leeway=settings.jwt_leeway,
+        api_keys=api_keys,
     )
     if settings.rabbitmq_management_url is not None:
         app[BACKLOG] = QueueBacklog(
@@ -195,13 +213,16 @@ def create_app(settings: GatewaySettings, metrics: GatewayMetrics | None = None)
         middlewares=[
             security_headers_middleware,
             openai_errors_middleware,
-            make_error_middleware(unavailable=REDIS_UNAVAILABLE, on_unhandled=track),
+            ollama_errors_middleware,
+            make_error_middleware(unavailable=(*REDIS_UNAVAILABLE, AuthUnavailable), on_unhandled=track),
             request_id_middleware,
+            cors_middleware,  # pre-flights are answered before authentication
             authentication_middleware,
             admission_middleware,
         ],
     )
     app[SETTINGS] = settings
+    app[CORS] = settings.cors
     app[METRICS] = metrics
     app[KEYS] = Keyspace(settings.common.key_prefix)
     app[LIFECYCLE] = Lifecycle()
@@ -210,5 +231,6 @@ def create_app(settings: GatewaySettings, metrics: GatewayMetrics | None = None)
     app.on_response_prepare.append(no_store_on_prepare)  # per-user answers, streams included
     app.on_response_prepare.append(request_id_on_prepare)
     app.on_response_prepare.append(rate_limit_headers_on_prepare)
+    app.on_response_prepare.append(cors_on_prepare)
     add_routes(app)
     return app

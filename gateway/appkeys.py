@@ -18,6 +18,7 @@ from gateway.lifecycle import Lifecycle
 from gateway.metrics import GatewayMetrics
 from gateway.models import ModelCatalog
 from gateway.publisher import RequestPublisher
+from gateway.quota import QuotaWatch
 from gateway.replies import ReplyRouter
 from gateway.settings import GatewaySettings
 from gateway.tokens import Principal, TokenVerifier
@@ -37,6 +38,7 @@ __all__ = [
     "MODELS",
     "PRINCIPAL",
     "PUBLISHER",
+    "QUOTA",
     "READER",
     "REDIS",
     "REQUEST_ID",
@@ -62,6 +64,7 @@ REDIS: web.AppKey[RedisClient] = web.AppKey("redis")
 SESSIONS = web.AppKey("sessions", SessionStore)
 JOBS = web.AppKey("jobs", JobStore)
 ADMISSION = web.AppKey("admission", Admission)
+QUOTA = web.AppKey("quota", QuotaWatch)
 MODELS = web.AppKey("models", ModelCatalog)
 HTTP = web.AppKey("http", ClientSession)
 VERIFIER = web.AppKey("verifier", TokenVerifier)

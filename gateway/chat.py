@@ -8,12 +8,12 @@ import msgspec
 from aiohttp import web
 
 from broker.messages import ChatDone
-from common.http import json_response, read_json
+from common.http import json_response
 from gateway.appkeys import MODELS, SETTINGS
 from gateway.chat_requests import Chat, build
 from gateway.jobs import submit_job
 from gateway.relay import Answer, relay
-from gateway.validation import ChatBody, check_model, check_prompt, check_session_id
+from gateway.validation import ChatBody, check_model, check_prompt, check_session_id, read_body
 
 _encoder = msgspec.json.Encoder()
 
@@ -62,7 +62,7 @@ class NativeSse:
 
 async def chat(request: web.Request) -> web.StreamResponse:
     s = request.app[SETTINGS]
-    body = await read_json(request, ChatBody)
+    body = await read_body(request, ChatBody)
     chat_request = build(
         request,
         Chat(
@@ -72,6 +72,7 @@ async def chat(request: web.Request) -> web.StreamResponse:
             session_id=check_session_id(body.session_id),
             prompt=check_prompt(body.prompt, max_chars=s.prompt_max_chars),
             stream=body.stream,
+            options=body.options.generation() if body.options else None,
             job=body.run_async,
         ),
     )

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any, Literal
 
 from aiohttp import web
 
-from broker.messages import ChatMessage, ChatRequest, GenerationOptions
+from broker.messages import ChatMessage, ChatRequest, EmbedRequest, GenerationOptions
 from gateway.appkeys import SETTINGS, principal_of, request_id_of, trace_id_of
 
-__all__ = ["Chat", "build"]
+__all__ = ["Chat", "build", "build_embed"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +36,9 @@ class Chat:
     stream: bool = True
     options: GenerationOptions | None = None
     job: bool = False
+    tools: list[dict[str, Any]] | None = None
+    parallel_tool_calls: bool = True
+    format: str | dict[str, Any] | None = None
 
 
 def build(request: web.Request, chat: Chat) -> ChatRequest:
@@ -62,5 +66,44 @@ def build(request: web.Request, chat: Chat) -> ChatRequest:
         options=chat.options,
         job_id=request_id if chat.job else None,
         trace_id=trace_id_of(request),
+        key_id=principal.key_id,
+        api=_api_of(request.path),
         reply_mode="batch",  # this gateway's router reads ReplyBatch messages (gateway.replies)
+        tools=chat.tools,
+        parallel_tool_calls=chat.parallel_tool_calls,
+        format=chat.format,
     )
+
+
+def build_embed(
+    request: web.Request,
+    model: str,
+    inputs: list[str],
+    *,
+    truncate: bool = True,
+    dimensions: int | None = None,
+) -> EmbedRequest:
+    """The broker message embedding ``inputs`` for the caller of ``request`` (ids and deadline as
+    for a chat)."""
+    principal = principal_of(request)
+    now = time.time()
+    return EmbedRequest(
+        request_id=request_id_of(request),
+        user_id=principal.user_id,
+        org_id=principal.org_id,
+        model=model,
+        input=inputs,
+        truncate=truncate,
+        dimensions=dimensions,
+        deadline=now + request.app[SETTINGS].chat_deadline,
+        created_at=now,
+        trace_id=trace_id_of(request),
+        reply_mode="batch",
+    )
+
+
+def _api_of(path: str) -> Literal["chat", "openai", "ollama"]:
+    """Which API a request came through (the usage ledger reports by it)."""
+    if path.startswith("/v1/"):
+        return "openai"
+    return "ollama" if path.startswith("/api/") else "chat"

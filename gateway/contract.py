@@ -23,12 +23,15 @@ from auth.passwords import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH
 from auth.schemas import MAX_EMAIL_LENGTH, ROLES, USERNAME_PATTERN
 from gateway import contract_models as m
 from gateway.apidoc import OPENAPI_PATH
-from gateway.contract_routes import OPERATIONS, RATE_HEADERS, Operation, Reply, Service
+from gateway.contract_identity import IDENTITY_OPERATIONS, IDENTITY_TAGS
+from gateway.contract_routes import OPERATIONS as CORE_OPERATIONS
+from gateway.contract_routes import RATE_HEADERS, Operation, Reply, Service
 from gateway.validation import MODEL_PATTERN, SESSION_ID_PATTERN
 
 __all__ = ["OPENAPI_PATH", "OPERATIONS", "Operation", "openapi", "render"]
 
 VERSION = "1.0.0"
+OPERATIONS: tuple[Operation, ...] = (*CORE_OPERATIONS, *IDENTITY_OPERATIONS)
 
 # -- responses every operation shares -----------------------------------------------------------------
 _COMMON_ERRORS: Mapping[int, tuple[str, ...]] = {
@@ -83,15 +86,17 @@ HEADERS: Mapping[str, Mapping[str, Any]] = {
 
 DESCRIPTION = """\
 The enterprise chat service behind one base URL (HAProxy, e.g. `http://localhost:8080`): the auth \
-service (`/register`, `/login`, `/refresh`, `/logout`, `/logout/all`, `/me`, `/me/password`, \
-`/.well-known/`, `/admin/`) and the chat gateways (everything else).
+service (`/register`, `/login`, `/refresh`, `/logout`, `/logout/all`, `/me`, `/me/...`, `/org`, \
+`/org/...`, `/usage`, `/.well-known/`, `/admin/`) and the chat gateways (everything else).
 
 **Authentication**: `Authorization: Bearer <access token>` from `POST /login` (a JWT, verified \
-with the keys at `/.well-known/jwks.json`).
+with the keys at `/.well-known/jwks.json`), or, at the gateway, `Authorization: Bearer <API key>` \
+(`ekey_...`, from `POST /me/api-keys`; scopes `chat` and `models`).
 
 **Errors**: every error is JSON `{"error": "<machine_code>", "message": "<for humans>"}` with the \
 status below; under `/v1/` the gateway answers in OpenAI's shape `{"error": {"message", "type", \
-"param", "code"}}`. A method a path does not serve (or an unknown one) is `405 method_not_allowed`; \
+"param", "code"}}`, under `/api/` in Ollama's `{"error": "<for humans>", "code": "<machine_code>"}`. \
+A method a path does not serve (or an unknown one) is `405 method_not_allowed`; \
 an unknown path is `404 not_found`. `429` always carries `Retry-After`; rate-limited routes also send \
 `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset`.
 
@@ -106,9 +111,14 @@ TAGS = (
     {"name": "admin", "description": "User administration; needs the admin role (auth service)."},
     {"name": "chat", "description": "The native chat API."},
     {"name": "openai", "description": "OpenAI-compatible API (`/v1`)."},
+    {
+        "name": "ollama",
+        "description": "Ollama's API (`/api`), for Ollama clients; model management is refused.",
+    },
     {"name": "jobs", "description": "Asynchronous chats."},
     {"name": "sessions", "description": "The caller's conversations."},
     {"name": "operations", "description": "Health, readiness and this document."},
+    *IDENTITY_TAGS,
 )
 
 
@@ -117,11 +127,15 @@ def _ref(name: str, kind: str = "schemas") -> dict[str, str]:
 
 
 def _error_schema(op: Operation, status: int) -> dict[str, Any]:
-    if not op.path.startswith("/v1/"):
+    if op.path.startswith("/api/"):
+        shape = "OllamaError"
+    elif op.path.startswith("/v1/"):
+        shape = "OpenAIError"
+    else:
         return _ref("Error")
     if status in _FRONT_DOOR_STATUSES:
-        return {"anyOf": [_ref("OpenAIError"), _ref("Error")]}
-    return _ref("OpenAIError")
+        return {"anyOf": [_ref(shape), _ref("Error")]}
+    return _ref(shape)
 
 
 def _error_codes(op: Operation) -> dict[int, tuple[str, ...]]:
@@ -164,6 +178,13 @@ def _success_response(reply: Reply) -> dict[str, Any]:
         content["application/json"] = {"schema": _ref(reply.schema.__name__)}
     if reply.events is not None:
         content["text/event-stream"] = {"schema": dict(reply.events)}
+    if reply.ndjson is not None:
+        content["application/x-ndjson"] = {
+            "schema": {
+                "description": "Each line is one JSON document like this.",
+                **_ref(reply.ndjson.__name__),
+            }
+        }
     if content:
         response["content"] = content
     if reply.headers:
@@ -180,6 +201,8 @@ def _operation(op: Operation) -> dict[str, Any]:
         out["description"] = description
     if op.access == "public":
         out["security"] = []
+    if not op.replies:  # a route that always refuses (Ollama's model management)
+        out["x-always-refused"] = True
     if op.parameters:
         out["parameters"] = [dict(p) for p in op.parameters]
     if op.body is not None:
@@ -218,7 +241,14 @@ def _refine(schemas: dict[str, Any]) -> None:
 
 def openapi() -> dict[str, Any]:
     """The whole document, built from :data:`OPERATIONS` and the Structs."""
-    structs: list[type] = [m.Error, m.OpenAIError, m.TokenEvent, m.DoneEvent, m.CompletionChunk]
+    structs: list[type] = [
+        m.Error,
+        m.OpenAIError,
+        m.OllamaError,
+        m.TokenEvent,
+        m.DoneEvent,
+        m.CompletionChunk,
+    ]
     for op in OPERATIONS:
         if op.body is not None:
             structs.append(op.body)

@@ -8,7 +8,7 @@ Fields that clients rely on (DESIGN.md, "HTTP API") are required; bodies may car
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -23,6 +23,7 @@ __all__ = [
     "CompletionMessage",
     "CompletionUsage",
     "DoneEvent",
+    "EmbeddingList",
     "Error",
     "Health",
     "JobAccepted",
@@ -31,6 +32,14 @@ __all__ = [
     "Jwks",
     "Model",
     "ModelList",
+    "OllamaChatResponse",
+    "OllamaEmbed",
+    "OllamaEmbedding",
+    "OllamaError",
+    "OllamaGenerateResponse",
+    "OllamaModelList",
+    "OllamaShow",
+    "OllamaVersion",
     "OpenAIError",
     "OpenAIErrorDetail",
     "Ready",
@@ -39,6 +48,7 @@ __all__ = [
     "SessionEnded",
     "SessionPage",
     "SessionSummary",
+    "TextCompletion",
     "TokenEvent",
     "TokenPair",
     "TurnView",
@@ -72,6 +82,13 @@ class OpenAIError(msgspec.Struct):
     error: OpenAIErrorDetail
 
 
+class OllamaError(msgspec.Struct):
+    """Errors under ``/api/``, in Ollama's shape (``error`` is for humans), with our machine code."""
+
+    error: str
+    code: ErrorCode
+
+
 # -- auth ------------------------------------------------------------------------------------------
 class RegisteredUser(msgspec.Struct):
     user_id: str
@@ -80,6 +97,9 @@ class RegisteredUser(msgspec.Struct):
     email: str
     role: str
     created_at: float
+    organization_id: str
+    # How the account joined: "invitation", "domain" (an allowed email domain) or "personal".
+    joined_by: str
 
 
 class UserView(msgspec.Struct):
@@ -92,6 +112,8 @@ class UserView(msgspec.Struct):
     role: str
     disabled: bool
     created_at: float
+    organization_id: str
+    kind: str  # "person" or "service" (a service account: API keys only)
 
 
 class UserPage(msgspec.Struct):
@@ -157,15 +179,37 @@ class DoneEvent(msgspec.Struct):
     done_reason: str
 
 
+class FunctionCall(msgspec.Struct):
+    name: str
+    arguments: str  # a JSON object, as a string
+
+
+class ToolCallOut(msgspec.Struct):
+    id: str
+    type: Literal["function"]
+    function: FunctionCall
+
+
+class ToolCallDelta(msgspec.Struct):
+    index: int
+    id: str
+    type: Literal["function"]
+    function: FunctionCall
+
+
+FinishReason = Literal["stop", "length", "tool_calls"]
+
+
 class CompletionMessage(msgspec.Struct):
     role: Literal["assistant"]
-    content: str
+    content: str | None
+    tool_calls: list[ToolCallOut] | None = None
 
 
 class CompletionChoice(msgspec.Struct):
     index: int
     message: CompletionMessage
-    finish_reason: Literal["stop", "length"]
+    finish_reason: FinishReason
 
 
 class CompletionUsage(msgspec.Struct):
@@ -186,12 +230,13 @@ class ChatCompletion(msgspec.Struct):
 class ChunkDelta(msgspec.Struct):
     role: Literal["assistant"] | None = None
     content: str | None = None
+    tool_calls: list[ToolCallDelta] | None = None
 
 
 class ChunkChoice(msgspec.Struct):
     index: int
     delta: ChunkDelta
-    finish_reason: Literal["stop", "length"] | None
+    finish_reason: FinishReason | None
 
 
 class CompletionChunk(msgspec.Struct):
@@ -215,6 +260,144 @@ class Model(msgspec.Struct):
 class ModelList(msgspec.Struct):
     object: Literal["list"]
     data: list[Model]
+
+
+class Embedding(msgspec.Struct):
+    object: Literal["embedding"]
+    index: int
+    embedding: list[float] | str  # a string with encoding_format "base64" (float32, little-endian)
+
+
+class EmbeddingUsage(msgspec.Struct):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class EmbeddingList(msgspec.Struct):
+    """``POST /v1/embeddings``: one vector per input, in order."""
+
+    object: Literal["list"]
+    data: list[Embedding]
+    model: str
+    usage: EmbeddingUsage
+
+
+class TextChoice(msgspec.Struct):
+    text: str
+    index: int
+    logprobs: None
+    finish_reason: FinishReason | None
+
+
+class TextCompletion(msgspec.Struct):
+    """``POST /v1/completions`` (legacy), or one ``data:`` line of its stream."""
+
+    id: str
+    object: Literal["text_completion"]
+    created: int
+    model: str
+    choices: list[TextChoice]
+    usage: CompletionUsage | None = None
+
+
+# -- Ollama ----------------------------------------------------------------------------------------
+class OllamaFunctionCall(msgspec.Struct):
+    name: str
+    arguments: dict[str, Any]
+
+
+class OllamaToolCall(msgspec.Struct):
+    function: OllamaFunctionCall
+    id: str | None = None
+
+
+class OllamaMessage(msgspec.Struct):
+    role: Literal["assistant"]
+    content: str
+    tool_calls: list[OllamaToolCall] | None = None
+
+
+class OllamaChatResponse(msgspec.Struct):
+    """``POST /api/chat`` with ``stream: false``, or one line of its NDJSON stream (the last has
+    ``done: true`` and the counts, durations in nanoseconds)."""
+
+    model: str
+    created_at: str
+    message: OllamaMessage
+    done: bool
+    done_reason: str | None = None
+    total_duration: int | None = None
+    load_duration: int | None = None
+    prompt_eval_count: int | None = None
+    prompt_eval_duration: int | None = None
+    eval_count: int | None = None
+    eval_duration: int | None = None
+
+
+class OllamaGenerateResponse(msgspec.Struct):
+    """``POST /api/generate`` with ``stream: false``, or one line of its NDJSON stream."""
+
+    model: str
+    created_at: str
+    response: str
+    done: bool
+    done_reason: str | None = None
+    total_duration: int | None = None
+    load_duration: int | None = None
+    prompt_eval_count: int | None = None
+    prompt_eval_duration: int | None = None
+    eval_count: int | None = None
+    eval_duration: int | None = None
+
+
+class OllamaModelDetails(msgspec.Struct):
+    parent_model: str
+    format: str
+    family: str
+    families: list[str]
+    parameter_size: str
+    quantization_level: str
+
+
+class OllamaModel(msgspec.Struct):
+    name: str
+    model: str
+    size: int
+    digest: str
+    details: OllamaModelDetails
+    modified_at: str | None = None
+    expires_at: str | None = None
+    size_vram: int | None = None
+
+
+class OllamaModelList(msgspec.Struct):
+    models: list[OllamaModel]
+
+
+class OllamaShow(msgspec.Struct):
+    modelfile: str
+    parameters: str
+    template: str
+    details: OllamaModelDetails
+    model_info: dict[str, Any]
+    capabilities: list[str]
+    modified_at: str
+
+
+class OllamaVersion(msgspec.Struct):
+    version: str
+
+
+class OllamaEmbed(msgspec.Struct):
+    model: str
+    embeddings: list[list[float]]
+    total_duration: int
+    load_duration: int
+    prompt_eval_count: int
+
+
+class OllamaEmbedding(msgspec.Struct):
+    embedding: list[float]
 
 
 # -- jobs ------------------------------------------------------------------------------------------

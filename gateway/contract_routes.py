@@ -18,7 +18,9 @@ from auth.schemas import (
     RoleRequest,
 )
 from gateway import contract_models as m
-from gateway.openai import CompletionBody
+from gateway import ollama_api, ollama_models
+from gateway.embeddings import EmbeddingsBody
+from gateway.openai_requests import CompletionBody, LegacyCompletionBody
 from gateway.validation import SESSION_ID_PATTERN, ChatBody, JobBody
 
 __all__ = ["OPERATIONS", "RATE_HEADERS", "Access", "Operation", "Reply", "Service"]
@@ -35,6 +37,7 @@ class Reply:
     schema: type | None = None
     headers: tuple[str, ...] = ()
     events: Mapping[str, Any] | None = None  # when set: also text/event-stream, one event's schema
+    ndjson: type | None = None  # when set: also application/x-ndjson, one line's schema
 
 
 @dataclass(frozen=True)
@@ -73,13 +76,19 @@ JOB_ID = _path_param("job_id", "^[A-Za-z0-9._:-]{1,128}$", "as returned by POST 
 USER_ID = _path_param("user_id", None, "as returned by /register or /admin/users")
 
 CHAT_ERRORS: Mapping[int, tuple[str, ...]] = {
-    400: ("invalid_session_id", "empty_prompt", "invalid_model", "unknown_model", "model_not_found"),
+    400: (
+        "invalid_session_id",
+        "empty_prompt",
+        "invalid_model",
+        "unknown_model",
+        "model_not_found",
+        "model_rejected_request",
+    ),
     413: ("prompt_too_long",),
     502: (
         "generation_interrupted",
         "model_node_failed",
         "model_stream_failed",
-        "model_rejected_request",
         "model_error",
     ),
     503: ("queue_full", "broker_unavailable", "model_busy", "model_unavailable", "no_model_node"),
@@ -125,6 +134,159 @@ OPENAI_EVENTS: Mapping[str, Any] = {
     "else": {"properties": {"data": _json_data({"anyOf": [_ref("CompletionChunk"), _ref("OpenAIError")]})}},
 }
 
+OPENAI_TEXT_EVENTS: Mapping[str, Any] = {
+    "description": "`data: {text_completion}` per run of text, then `data: [DONE]`.",
+    "type": "object",
+    "required": ["data"],
+    "if": {"properties": {"data": {"const": "[DONE]"}}},
+    "else": {"properties": {"data": _json_data({"anyOf": [_ref("TextCompletion"), _ref("OpenAIError")]})}},
+}
+
+OLLAMA_CHAT_ERRORS: Mapping[int, tuple[str, ...]] = {
+    **CHAT_ERRORS,
+    400: (
+        "invalid_session_id",
+        "empty_prompt",
+        "invalid_model",
+        "unsupported_parameter",
+        "unsupported_content",
+        "invalid_parameter",
+        "model_rejected_request",
+    ),
+    404: ("model_not_found",),
+}
+_MANAGEMENT = (
+    ("POST", "/api/pull", "ollamaPull", "Pull a model: refused"),
+    ("POST", "/api/push", "ollamaPush", "Push a model: refused"),
+    ("POST", "/api/create", "ollamaCreate", "Create a model: refused"),
+    ("POST", "/api/copy", "ollamaCopy", "Copy a model: refused"),
+    ("DELETE", "/api/delete", "ollamaDelete", "Delete a model: refused"),
+    ("POST", "/api/blobs/{digest}", "ollamaPushBlob", "Upload a blob: refused"),
+)
+
+
+def _ollama_operations() -> tuple[Operation, ...]:
+    def stream_reply(schema: type, what: str) -> Reply:
+        return Reply(
+            f"{what}: an NDJSON stream (default) or, with `stream: false`, one body.",
+            schema,
+            RATE_HEADERS,
+            ndjson=schema,
+        )
+
+    generation = "Spends one request from the rate limit. An optional `session_id` records the exchange."
+    return (
+        Operation(
+            "POST",
+            "/api/chat",
+            "gateway",
+            "ollamaChat",
+            "ollama",
+            "Ollama chat (tools, `format`)",
+            {200: stream_reply(m.OllamaChatResponse, "The answer")},
+            body=ollama_api.OllamaChatBody,
+            body_example={"model": "llama3.2", "messages": [{"role": "user", "content": "Hello"}]},
+            errors=OLLAMA_CHAT_ERRORS,
+            description=generation,
+        ),
+        Operation(
+            "POST",
+            "/api/generate",
+            "gateway",
+            "ollamaGenerate",
+            "ollama",
+            "Ollama generate",
+            {200: stream_reply(m.OllamaGenerateResponse, "The answer")},
+            body=ollama_api.OllamaGenerateBody,
+            body_example={"model": "llama3.2", "prompt": "Why is the sky blue?"},
+            errors=OLLAMA_CHAT_ERRORS,
+            description=generation,
+        ),
+        Operation(
+            "POST",
+            "/api/embed",
+            "gateway",
+            "ollamaEmbed",
+            "ollama",
+            "Ollama embeddings (a batch)",
+            {200: Reply("One vector per input.", m.OllamaEmbed, RATE_HEADERS)},
+            body=ollama_models.EmbedBody,
+            body_example={"model": "llama3.2", "input": ["a", "b"]},
+            errors=OLLAMA_CHAT_ERRORS,
+            description="Spends one request from the rate limit.",
+        ),
+        Operation(
+            "POST",
+            "/api/embeddings",
+            "gateway",
+            "ollamaEmbeddings",
+            "ollama",
+            "Ollama's older single embedding",
+            {200: Reply("The vector.", m.OllamaEmbedding, RATE_HEADERS)},
+            body=ollama_models.EmbeddingsBody,
+            body_example={"model": "llama3.2", "prompt": "a"},
+            errors=OLLAMA_CHAT_ERRORS,
+            description="Spends one request from the rate limit.",
+        ),
+        Operation(
+            "GET",
+            "/api/tags",
+            "gateway",
+            "ollamaTags",
+            "ollama",
+            "Models served (Ollama's names)",
+            {200: Reply("The models the workers find on healthy nodes.", m.OllamaModelList)},
+        ),
+        Operation(
+            "POST",
+            "/api/show",
+            "gateway",
+            "ollamaShow",
+            "ollama",
+            "One model",
+            {200: Reply("The model.", m.OllamaShow)},
+            body=ollama_models.ShowBody,
+            body_example={"model": "llama3.2"},
+            errors={404: ("model_not_found",), 400: ("invalid_model",)},
+        ),
+        Operation(
+            "GET",
+            "/api/ps",
+            "gateway",
+            "ollamaPs",
+            "ollama",
+            "Models loaded",
+            {200: Reply("The models served, as loaded.", m.OllamaModelList)},
+        ),
+        Operation(
+            "GET",
+            "/api/version",
+            "gateway",
+            "ollamaVersion",
+            "ollama",
+            "The Ollama API version spoken",
+            {200: Reply("The version.", m.OllamaVersion)},
+        ),
+        *(
+            Operation(
+                method,
+                path,
+                "gateway",
+                operation_id,
+                "ollama",
+                summary,
+                {},
+                parameters=(_path_param("digest"),) if "{digest}" in path else (),
+                errors={403: ("model_management_disabled",)},
+                description="The operators choose the models served; this is always 403.",
+            )
+            for method, path, operation_id, summary in _MANAGEMENT
+        ),
+    )
+
+
+OLLAMA_OPERATIONS = _ollama_operations()
+
 OPERATIONS: tuple[Operation, ...] = (
     # -- auth service ------------------------------------------------------------------------------
     Operation(
@@ -144,11 +306,23 @@ OPERATIONS: tuple[Operation, ...] = (
             "organization": "TestOrg",
         },
         errors={
-            400: ("invalid_username", "invalid_email", "invalid_organization", "weak_password"),
+            400: (
+                "invalid_username",
+                "invalid_email",
+                "invalid_organization",
+                "weak_password",
+                "invalid_invitation",
+            ),
+            403: ("registration_closed", "invitation_email_mismatch"),
             409: ("username_taken", "email_taken", "organization_taken"),
             429: ("registration_throttled",),
             503: ("busy",),
         },
+        description=(
+            "Joins an organization by `invitation_token` or by an allowed email domain; otherwise 403 "
+            "`registration_closed`, or with open sign-up a personal organization named `organization` "
+            "(an existing name is 409: naming an organization never joins it)."
+        ),
     ),
     Operation(
         "POST",
@@ -307,7 +481,7 @@ OPERATIONS: tuple[Operation, ...] = (
         },
         body=ChatBody,
         body_example={"session_id": "session123", "prompt": "שלום, מה שלומך?"},
-        errors=CHAT_ERRORS,
+        errors={**CHAT_ERRORS, 400: (*CHAT_ERRORS[400], "unsupported_parameter", "invalid_parameter")},
         description="Spends one request from the caller's rate limit.",
     ),
     Operation(
@@ -327,7 +501,10 @@ OPERATIONS: tuple[Operation, ...] = (
         },
         body=CompletionBody,
         body_example={"model": "llama3.2", "messages": [{"role": "user", "content": "Hello"}]},
-        errors={**CHAT_ERRORS, 400: (*CHAT_ERRORS[400], "unsupported_parameter", "unsupported_content")},
+        errors={
+            **CHAT_ERRORS,
+            400: (*CHAT_ERRORS[400], "unsupported_parameter", "unsupported_content", "invalid_parameter"),
+        },
         description=(
             "Works with OpenAI's clients: base URL `.../v1`, API key = access token. An optional "
             "`session_id` records the exchange in that session. Spends one request from the rate limit."
@@ -340,8 +517,65 @@ OPERATIONS: tuple[Operation, ...] = (
         "listModels",
         "openai",
         "Models that can be asked for",
-        {200: Reply("The models served.", m.ModelList)},
+        {200: Reply("The models served, one entry per model (`x:latest` is listed as `x`).", m.ModelList)},
     ),
+    Operation(
+        "GET",
+        "/v1/models/{model_id}",
+        "gateway",
+        "retrieveModel",
+        "openai",
+        "One model (`models.retrieve`)",
+        {200: Reply("The model.", m.Model)},
+        parameters=(_path_param("model_id", None, "a model id from GET /v1/models; `x:latest` is `x`"),),
+        errors={404: ("model_not_found",)},
+    ),
+    Operation(
+        "POST",
+        "/v1/completions",
+        "gateway",
+        "createCompletion",
+        "openai",
+        "OpenAI's legacy text completion (one prompt, answered like Ollama's generate)",
+        {
+            200: Reply(
+                "A text completion, or its chunks when `stream` is true.",
+                m.TextCompletion,
+                RATE_HEADERS,
+                OPENAI_TEXT_EVENTS,
+            )
+        },
+        body=LegacyCompletionBody,
+        body_example={"model": "llama3.2", "prompt": "Say hello", "max_tokens": 16},
+        errors={
+            **CHAT_ERRORS,
+            400: (*CHAT_ERRORS[400], "unsupported_parameter", "invalid_parameter"),
+        },
+        description="Spends one request from the rate limit.",
+    ),
+    Operation(
+        "POST",
+        "/v1/embeddings",
+        "gateway",
+        "createEmbeddings",
+        "openai",
+        "Embeddings of one text or a batch, through the workers",
+        {
+            200: Reply(
+                "One vector per input, in order; usage counts the input tokens.",
+                m.EmbeddingList,
+                RATE_HEADERS,
+            )
+        },
+        body=EmbeddingsBody,
+        body_example={"model": "llama3.2", "input": ["first text", "second text"]},
+        errors={
+            **CHAT_ERRORS,
+            400: (*CHAT_ERRORS[400], "unsupported_parameter", "unsupported_content", "invalid_parameter"),
+        },
+        description="Spends one request from the rate limit, whatever the batch size.",
+    ),
+    *OLLAMA_OPERATIONS,
     # -- gateway: jobs -----------------------------------------------------------------------------
     Operation(
         "POST",
@@ -354,7 +588,13 @@ OPERATIONS: tuple[Operation, ...] = (
         body=JobBody,
         body_example={"prompt": "Summarise our travel policy", "session_id": "session123"},
         errors={
-            400: ("invalid_session_id", "empty_prompt", "invalid_model", "unknown_model"),
+            400: (
+                "invalid_session_id",
+                "empty_prompt",
+                "invalid_model",
+                "unknown_model",
+                "unsupported_parameter",
+            ),
             413: ("prompt_too_long",),
             503: ("queue_full", "broker_unavailable"),
         },

@@ -11,13 +11,20 @@ import time
 from aiohttp import web
 
 from broker.messages import Cancel, ChatRequest
-from common.http import ApiError, json_response, read_json
+from common.http import ApiError, json_response
 from common.jobs import TERMINAL, Job
 from gateway.appkeys import JOBS, MODELS, PUBLISHER, SETTINGS, principal_of, trace_id_of
 from gateway.chat_requests import Chat, build
 from gateway.publisher import NotQueued
 from gateway.relay import not_queued_error
-from gateway.validation import JobBody, check_conversation, check_model, check_prompt, check_session_id
+from gateway.validation import (
+    JobBody,
+    check_conversation,
+    check_model,
+    check_prompt,
+    check_session_id,
+    read_body,
+)
 
 JOB_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._:-")
 
@@ -66,7 +73,7 @@ async def submit_job(app: web.Application, chat_request: ChatRequest) -> web.Res
 
 async def create_job(request: web.Request) -> web.Response:
     s = request.app[SETTINGS]
-    body = await read_json(request, JobBody)
+    body = await read_body(request, JobBody)
     session_id = check_session_id(body.session_id) if body.session_id is not None else None
     model = check_model(body.model, default=s.default_model, allowed=await request.app[MODELS].current())
     if body.messages:

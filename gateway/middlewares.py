@@ -13,9 +13,20 @@ from redis.exceptions import RedisError
 
 from common.http import ApiError
 from gateway.admission import DISABLED, LIMITED, REVOKED
-from gateway.appkeys import ADMISSION, METRICS, PRINCIPAL, REQUEST_ID, SETTINGS, TRACE_ID, VERDICT, VERIFIER
+from gateway.appkeys import (
+    ADMISSION,
+    METRICS,
+    PRINCIPAL,
+    QUOTA,
+    REQUEST_ID,
+    SETTINGS,
+    TRACE_ID,
+    VERDICT,
+    VERIFIER,
+)
+from gateway.quota import seconds_to_next_month
 from gateway.routes import Access, access_of
-from gateway.tokens import InvalidToken
+from gateway.tokens import InvalidToken, required_scope
 
 REQUEST_ID_HEADER = "X-Request-ID"
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{8,128}$")
@@ -71,6 +82,9 @@ async def authentication_middleware(request: web.Request, handler: Handler) -> w
     except InvalidToken as exc:
         request.app[METRICS].auth_failures.labels(exc.code).inc()
         raise ApiError(401, exc.code, exc.message, headers=_CHALLENGE) from None
+    if not principal.allows(scope := required_scope(request.path)):
+        request.app[METRICS].auth_failures.labels("insufficient_scope").inc()
+        raise ApiError(403, "insufficient_scope", f"this API key lacks the {scope!r} scope")
     request[PRINCIPAL] = principal
     structlog.contextvars.bind_contextvars(user_id=principal.user_id)
     try:
@@ -115,6 +129,14 @@ async def admission_middleware(request: web.Request, handler: Handler) -> web.St
             f"too many requests: the {verdict.scope} limit is {verdict.limit} "
             f"per {request.app[SETTINGS].rate_limit_window:g} s",
             headers=verdict.headers(),
+        )
+    if cost and request.app[QUOTA].exhausted(principal.org_id):
+        metrics.rate_limited.labels("quota").inc()
+        raise ApiError(
+            429,
+            "quota_exceeded",
+            "your organization has used its monthly token quota; ask its admin, or wait for next month",
+            headers={"Retry-After": str(seconds_to_next_month())},
         )
     if cost:
         request[VERDICT] = verdict

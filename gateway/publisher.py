@@ -11,7 +11,7 @@ from aio_pika.exceptions import DeliveryError, PublishError
 from aiormq.exceptions import AMQPError, ChannelInvalidStateError
 
 from broker.envelope import envelope, publish
-from broker.messages import CANCEL, CHAT_REQUEST, Cancel, ChatRequest, encoder
+from broker.messages import CANCEL, CHAT_REQUEST, EMBED_REQUEST, Cancel, ChatRequest, EmbedRequest, encoder
 from broker.topology import REQUEST_ROUTING_KEY
 from common.cancels import CancelMarkers
 
@@ -52,12 +52,12 @@ class RequestPublisher:
         self._markers = markers
         self._timeout = timeout
 
-    async def publish_request(self, request: ChatRequest, reply_to: str | None) -> None:
+    async def publish_request(self, request: ChatRequest | EmbedRequest, reply_to: str | None) -> None:
         """Publish and await the broker's confirm; a nack (reject-publish) raises QueueFull."""
         ttl_ms = max(1, int((request.deadline - time.time()) * 1000))
         message = envelope(
             encoder.encode(request),
-            type=CHAT_REQUEST,
+            type=EMBED_REQUEST if isinstance(request, EmbedRequest) else CHAT_REQUEST,
             persistent=True,
             request_id=request.request_id,
             trace_id=request.trace_id,

@@ -15,7 +15,7 @@ from typing import Protocol
 import structlog
 from aiohttp import web
 
-from broker.messages import Cancel, ChatDone, ChatError, ChatRequest, Reply, TokenChunk
+from broker.messages import Cancel, ChatDone, ChatError, ChatRequest, EmbedRequest, Reply, TokenChunk
 from common.http import ApiError, StreamingResponse
 from gateway.appkeys import LIFECYCLE, METRICS, PUBLISHER, ROUTER, SETTINGS
 from gateway.publisher import NotQueued, QueueFull
@@ -31,6 +31,7 @@ ERROR_STATUS = {
     "model_unavailable": 503,
     "no_model_node": 503,
     "model_not_found": 400,
+    "model_rejected_request": 400,  # the node refused what the caller sent (a bad schema, dimensions)
     "generation_interrupted": 502,
 }
 
@@ -64,7 +65,7 @@ class Answer:
 
 
 async def relay(
-    request: web.Request, chat_request: ChatRequest, fmt: StreamFormat | None
+    request: web.Request, chat_request: ChatRequest | EmbedRequest, fmt: StreamFormat | None
 ) -> web.StreamResponse | Answer:
     """Publish ``chat_request`` and relay its answer (a stream when ``fmt`` is given)."""
     app = request.app
@@ -109,7 +110,7 @@ class _Relay:
     def __init__(
         self,
         request: web.Request,
-        chat_request: ChatRequest,
+        chat_request: ChatRequest | EmbedRequest,
         cursor: ReplyCursor,
         started: float,
     ) -> None:

@@ -15,9 +15,21 @@ from aiohttp.typedefs import Handler
 
 from gateway.apidoc import openapi_document
 from gateway.chat import chat
+from gateway.embeddings import create_embeddings
 from gateway.health import health, metrics, ready
 from gateway.jobs import cancel_job, create_job, get_job
-from gateway.openai import chat_completions, list_models
+from gateway.ollama_api import ollama_chat, ollama_generate
+from gateway.ollama_models import (
+    ollama_embed,
+    ollama_embeddings,
+    ollama_management,
+    ollama_ps,
+    ollama_show,
+    ollama_tags,
+    ollama_version,
+)
+from gateway.openai import chat_completions, get_model, list_models
+from gateway.openai_completions import completions
 from gateway.sessions import delete_own_session, end_own_session, get_own_session, list_own_sessions
 
 __all__ = ["ROUTES", "Access", "Route", "access_of", "add_routes"]
@@ -41,6 +53,28 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/chat", chat, Access.GENERATION),
     Route("POST", "/v1/chat/completions", chat_completions, Access.GENERATION),
     Route("GET", "/v1/models", list_models, Access.USER),
+    Route("GET", "/v1/models/{model_id:.+}", get_model, Access.USER),
+    Route("POST", "/v1/embeddings", create_embeddings, Access.GENERATION),
+    Route("POST", "/v1/completions", completions, Access.GENERATION),
+    Route("POST", "/api/chat", ollama_chat, Access.GENERATION),
+    Route("POST", "/api/generate", ollama_generate, Access.GENERATION),
+    Route("POST", "/api/embed", ollama_embed, Access.GENERATION),
+    Route("POST", "/api/embeddings", ollama_embeddings, Access.GENERATION),
+    Route("GET", "/api/tags", ollama_tags, Access.USER),
+    Route("POST", "/api/show", ollama_show, Access.USER),
+    Route("GET", "/api/ps", ollama_ps, Access.USER),
+    Route("GET", "/api/version", ollama_version, Access.USER),
+    *(
+        Route(method, path, ollama_management, Access.USER)
+        for method, path in (
+            ("POST", "/api/pull"),
+            ("POST", "/api/push"),
+            ("POST", "/api/create"),
+            ("POST", "/api/copy"),
+            ("DELETE", "/api/delete"),
+            ("POST", "/api/blobs/{digest}"),
+        )
+    ),
     Route("POST", "/jobs", create_job, Access.GENERATION),
     Route("GET", "/jobs/{job_id}", get_job, Access.USER),
     Route("DELETE", "/jobs/{job_id}", cancel_job, Access.USER),

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from common.archive import S3Settings
 from common.settings import CommonSettings, Env, SettingsError
+from gateway.cors import CorsPolicy
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +39,13 @@ class GatewaySettings:
     rate_limit_window: float
     s3: S3Settings
     rabbitmq_management_url: str | None
+    cors: CorsPolicy
+    # API keys (gateway/api_keys.py): where they are verified, and for how long an answer is kept.
+    api_key_verify_url: str | None = None
+    api_key_cache_ttl: float = 30.0
+    # How often the organizations over their monthly token quota are re-read (gateway/quota.py).
+    quota_refresh: float = 2.0
+    internal_token: str = field(default="", repr=False)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> GatewaySettings:
@@ -87,4 +95,18 @@ class GatewaySettings:
             rate_limit_window=env.float("RATE_LIMIT_WINDOW_SECONDS", 60.0, minimum=1.0),
             s3=S3Settings.from_env(env),
             rabbitmq_management_url=None if management.lower() in {"off", "none"} else management.rstrip("/"),
+            api_key_verify_url=_api_key_verify_url(env),
+            api_key_cache_ttl=env.float("API_KEY_CACHE_TTL", 30.0, minimum=1.0),
+            quota_refresh=env.float("QUOTA_REFRESH_SECONDS", 2.0, minimum=0.05),
+            internal_token=env.optional("INTERNAL_API_TOKEN") or "",
+            cors=CorsPolicy.from_env(env),
         )
+
+
+def _api_key_verify_url(env: Env) -> str | None:
+    """``AUTH_URL`` (default the local auth service) + the internal verification path; ``off``
+    disables API keys."""
+    base = env.str("AUTH_URL", "http://127.0.0.1:8001")
+    if base.lower() in {"off", "none"}:
+        return None
+    return base.rstrip("/") + "/internal/api-keys/verify"

@@ -1,7 +1,8 @@
 """Access-token verification with the auth service's public keys; no call to auth per request.
 
 Keys come from settings (PEM) and/or the auth service's JWKS, fetched once, cached, and fetched
-again (rate-limited) when a token names an unknown ``kid``.
+again (rate-limited) when a token names an unknown ``kid``. A bearer credential that is an API key
+(``ekey_...``) goes to gateway/api_keys.py instead: the gateway takes either wherever it takes one.
 """
 
 from __future__ import annotations
@@ -10,14 +11,25 @@ import asyncio
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import jwt
 import structlog
 from jwt.algorithms import get_default_algorithms
 
+if TYPE_CHECKING:
+    from gateway.api_keys import ApiKeyVerifier
+
 log = structlog.get_logger(__name__)
+
+# What an API key's scope must include for a route: listing models needs ``models``, all else
+# (generations, jobs, sessions) ``chat``.
+MODEL_PATHS = frozenset({"/v1/models", "/api/tags", "/models"})
+
+
+def required_scope(path: str) -> str:
+    return "models" if path in MODEL_PATHS else "chat"
 
 
 class InvalidToken(Exception):
@@ -46,6 +58,12 @@ class Principal:
     session_id: str = ""
     generation: int = 0
     issued_at: float = 0.0
+    # API keys only: the key's id (usage is recorded per key) and scopes; a JWT has every scope.
+    key_id: str = ""
+    scopes: frozenset[str] | None = None
+
+    def allows(self, scope: str) -> bool:
+        return self.scopes is None or scope in self.scopes
 
 
 class TokenVerifier:
@@ -61,7 +79,9 @@ class TokenVerifier:
         leeway: float = 5.0,
         jwks_min_refresh: float = 30.0,
         cache_size: int = 10_000,
+        api_keys: ApiKeyVerifier | None = None,
     ) -> None:
+        self._api_keys = api_keys
         self._issuer = issuer
         self._audience = audience
         self._algorithms = list(algorithms)
@@ -81,7 +101,10 @@ class TokenVerifier:
 
         The cache only skips repeating the signature check of the exact same token string;
         revocation and the disabled flag are still checked per request (in Redis, by admission).
+        An API key is verified by gateway/api_keys.py (its own cache).
         """
+        if self._api_keys is not None and token.startswith("ekey_"):
+            return await self._api_keys.verify(token)
         cached = self._cache.get(token)
         if cached is not None:
             if cached.expires_at + self._leeway > time.time():

@@ -4,17 +4,46 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from typing import Literal
+from typing import Literal, TypeVar
 
 import msgspec
+from aiohttp import web
 
-from broker.messages import ChatMessage
-from common.http import ApiError
+from broker.messages import ChatMessage, GenerationOptions
+from common.http import ApiError, read_json
+
+T = TypeVar("T")
+_UNKNOWN_FIELD = re.compile(r"^Object contains unknown field `([^`]*)`(?: - at `\$\.?([^`]*)`)?$")
 
 SESSION_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 MODEL_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}$")
 # C0/C1 control characters except tab, newline and carriage return; Unicode text stays intact.
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+class ChatOptions(msgspec.Struct, forbid_unknown_fields=True):
+    """``/chat``'s ``options``: sampling as Ollama names it (``max_tokens`` = ``num_predict``)."""
+
+    temperature: float | None = None
+    top_p: float | None = None
+    seed: int | None = None
+    stop: str | list[str] | None = None
+    num_predict: int | None = None
+    max_tokens: int | None = None
+    frequency_penalty: float | None = None
+    presence_penalty: float | None = None
+
+    def generation(self) -> GenerationOptions | None:
+        limit = self.num_predict if self.num_predict is not None else self.max_tokens
+        return generation_options(
+            temperature=self.temperature,
+            top_p=self.top_p,
+            num_predict=limit,
+            seed=self.seed,
+            stop=self.stop,
+            frequency_penalty=self.frequency_penalty,
+            presence_penalty=self.presence_penalty,
+        )
 
 
 class ChatBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -25,6 +54,75 @@ class ChatBody(msgspec.Struct, forbid_unknown_fields=True):
     model: str | None = None
     stream: bool = True
     run_async: bool = msgspec.field(default=False, name="async")
+    options: ChatOptions | None = None
+
+
+def generation_options(
+    *,
+    temperature: float | None = None,
+    top_p: float | None = None,
+    num_predict: int | None = None,
+    seed: int | None = None,
+    stop: str | list[str] | None = None,
+    frequency_penalty: float | None = None,
+    presence_penalty: float | None = None,
+    top_k: int | None = None,
+    min_p: float | None = None,
+    typical_p: float | None = None,
+    repeat_penalty: float | None = None,
+    repeat_last_n: int | None = None,
+    num_ctx: int | None = None,
+) -> GenerationOptions | None:
+    """Checked sampling options (None when none is set); bad values are 400 ``invalid_parameter``."""
+    for name, count in (("top_k", top_k), ("repeat_last_n", repeat_last_n), ("num_ctx", num_ctx)):
+        if count is not None and count < (-1 if name == "repeat_last_n" else 1):
+            raise ApiError(400, "invalid_parameter", f"{name} is out of range")
+    for name, share in (("min_p", min_p), ("typical_p", typical_p)):
+        if share is not None and not 0 <= share <= 1:
+            raise ApiError(400, "invalid_parameter", f"{name} must be between 0 and 1")
+    if repeat_penalty is not None and repeat_penalty < 0:
+        raise ApiError(400, "invalid_parameter", "repeat_penalty must be at least 0")
+    if num_predict is not None and num_predict < 1:
+        raise ApiError(400, "invalid_parameter", "max_tokens (num_predict) must be at least 1")
+    if temperature is not None and not 0 <= temperature <= 2:
+        raise ApiError(400, "invalid_parameter", "temperature must be between 0 and 2")
+    if top_p is not None and not 0 <= top_p <= 1:
+        raise ApiError(400, "invalid_parameter", "top_p must be between 0 and 1")
+    for name, penalty in (("frequency_penalty", frequency_penalty), ("presence_penalty", presence_penalty)):
+        if penalty is not None and not -2 <= penalty <= 2:
+            raise ApiError(400, "invalid_parameter", f"{name} must be between -2 and 2")
+    stops = [stop] if isinstance(stop, str) else stop
+    if stops is not None and (len(stops) > 4 or not all(stops)):
+        raise ApiError(400, "invalid_parameter", "stop takes up to 4 non-empty sequences")
+    options = GenerationOptions(
+        temperature=temperature,
+        top_p=top_p,
+        num_predict=num_predict,
+        seed=seed,
+        stop=stop,
+        frequency_penalty=frequency_penalty,
+        presence_penalty=presence_penalty,
+        top_k=top_k,
+        min_p=min_p,
+        typical_p=typical_p,
+        repeat_penalty=repeat_penalty,
+        repeat_last_n=repeat_last_n,
+        num_ctx=num_ctx,
+    )
+    return options if options.to_ollama() else None
+
+
+async def read_body(request: web.Request, model: type[T]) -> T:
+    """:func:`read_json`, naming a field the API does not take: 400 ``unsupported_parameter``
+    (never dropped silently)."""
+    try:
+        return await read_json(request, model)
+    except ApiError as exc:
+        found = _UNKNOWN_FIELD.match(exc.message) if exc.code == "invalid_request" else None
+        if found is None:
+            raise
+        name = f"{found.group(2)}.{found.group(1)}" if found.group(2) else found.group(1)
+        raise ApiError(400, "unsupported_parameter", f"parameter {name!r} is not supported") from None
 
 
 class JobBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -66,12 +164,18 @@ def check_prompt(prompt: str, *, max_chars: int) -> str:
 
 
 def check_conversation(messages: list[tuple[str, str]], *, max_chars: int) -> list[ChatMessage]:
-    """A caller-supplied conversation of (role, text): sanitised, its last user message non-blank
-    and within ``max_chars`` (as a prompt is), the whole within four times that."""
+    """A caller-supplied conversation of (role, text): see :func:`check_messages`."""
     conversation = [
-        ChatMessage(role="system" if role == "developer" else role, content=sanitize_prompt(text))  # type: ignore[arg-type]
+        ChatMessage(role="system" if role == "developer" else role, content=text)  # type: ignore[arg-type]
         for role, text in messages
     ]
+    return check_messages(conversation, max_chars=max_chars)
+
+
+def check_messages(messages: list[ChatMessage], *, max_chars: int) -> list[ChatMessage]:
+    """A caller-supplied conversation: sanitised, its last user message non-blank and within
+    ``max_chars`` (as a prompt is), the whole within four times that."""
+    conversation = [msgspec.structs.replace(m, content=sanitize_prompt(m.content)) for m in messages]
     if not conversation:
         raise ApiError(400, "invalid_request", "messages must not be empty")
     if sum(len(m.content) for m in conversation) > max_chars * 4:

@@ -13,7 +13,7 @@ from typing import Any
 
 import structlog
 
-from broker.messages import ChatRequest, Usage
+from broker.messages import ChatRequest, ToolCall, ToolFunction, Usage
 from inference_worker.metrics import WorkerMetrics
 from inference_worker.ollama import (
     NodePool,
@@ -38,14 +38,17 @@ class Completion:
     usage: Usage
     done_reason: str
     node: str
+    tool_calls: list[ToolCall] | None = None
 
 
 @dataclass(slots=True)
 class Progress:
-    """The answer so far, as emitted (for partial usage when it is stopped early)."""
+    """The answer so far, as emitted (for partial usage when it is stopped early), and the tool
+    calls the model made (sent with the done)."""
 
     parts: list[str] = field(default_factory=list)
     tokens: int = 0
+    tool_calls: list[ToolCall] = field(default_factory=list)
 
     def text(self) -> str:
         return "".join(self.parts)
@@ -61,7 +64,7 @@ class ModelCaller:
         self._metrics = metrics
 
     async def run(
-        self, request: ChatRequest, messages: list[dict[str, str]], emit: Emit, progress: Progress
+        self, request: ChatRequest, messages: list[dict[str, Any]], emit: Emit, progress: Progress
     ) -> Completion:
         """Stream ``messages`` through a node; ``emit`` gets each piece of text, ``progress`` the
         text so far.
@@ -71,6 +74,11 @@ class ModelCaller:
         tried: set[str] = set()
         last_error: OllamaError | None = None
         options = request.options.to_ollama() if request.options else None
+        extra: dict[str, Any] = {}
+        if request.tools:
+            extra["tools"] = request.tools
+        if request.format is not None:
+            extra["format"] = request.format
         while True:
             try:
                 node = await self._pool.acquire(
@@ -80,7 +88,7 @@ class ModelCaller:
                 raise last_error or NoHealthyNode("no healthy model node is available") from None
             tried.add(node.url)
             try:
-                final = await self._stream(node, request, messages, options, emit, progress)
+                final = await self._stream(node, request, messages, options, extra, emit, progress)
             except OllamaError as exc:
                 self._metrics.node_failures.labels(node.url, exc.code).inc()
                 if exc.node_down:
@@ -88,6 +96,7 @@ class ModelCaller:
                     self._metrics.node_up.labels(node.url).set(0)
                 if exc.retry_elsewhere and not progress.parts:
                     progress.tokens = 0
+                    progress.tool_calls.clear()
                     last_error = exc
                     log.warning("node_failed_retrying", node=node.url, error=exc.code)
                     continue
@@ -102,8 +111,9 @@ class ModelCaller:
         self,
         node: OllamaNode,
         request: ChatRequest,
-        messages: list[dict[str, str]],
+        messages: list[dict[str, Any]],
         options: dict[str, Any] | None,
+        extra: dict[str, Any],
         emit: Emit,
         progress: Progress,
     ) -> OllamaLine:
@@ -111,8 +121,16 @@ class ModelCaller:
         t0 = time.monotonic()
         first = True
         final: OllamaLine | None = None
-        async with self._ollama.chat(node, request.model, messages, options) as lines:
+        async with self._ollama.chat(node, request.model, messages, options, extra) as lines:
             async for line in lines:
+                if line.message is not None and line.message.tool_calls:
+                    progress.tool_calls.extend(
+                        ToolCall(
+                            function=ToolFunction(name=c.function.name, arguments=c.function.arguments),
+                            id=c.id,
+                        )
+                        for c in line.message.tool_calls
+                    )
                 if line.message is not None and line.message.content:
                     if first:
                         elapsed = time.monotonic() - t0
@@ -148,4 +166,14 @@ class ModelCaller:
             ),
             done_reason=final.done_reason or "stop",
             node=node.url,
+            tool_calls=self._tool_calls(request, progress),
         )
+
+    @staticmethod
+    def _tool_calls(request: ChatRequest, progress: Progress) -> list[ToolCall] | None:
+        """The calls made, each with an id (Ollama may send none), one only without parallel calls."""
+        calls = progress.tool_calls if request.parallel_tool_calls else progress.tool_calls[:1]
+        return [
+            ToolCall(function=c.function, id=c.id or f"call_{request.request_id[:16]}_{i}")
+            for i, c in enumerate(calls)
+        ] or None

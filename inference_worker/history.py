@@ -3,6 +3,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import msgspec
+
 from broker.messages import ChatRequest
 from common.cancels import CancelMarkers
 from common.redis import RedisClient
@@ -37,11 +41,11 @@ class HistoryReader:
         )
 
     @staticmethod
-    def conversation(request: ChatRequest, history: list[Turn]) -> list[dict[str, str]]:
-        """The messages for Ollama's ``/api/chat``."""
-        messages = [{"role": t.role, "content": t.content} for t in history]
+    def conversation(request: ChatRequest, history: list[Turn]) -> list[dict[str, Any]]:
+        """The messages for Ollama's ``/api/chat`` (tool calls and results as Ollama names them)."""
+        messages: list[dict[str, Any]] = [{"role": t.role, "content": t.content} for t in history]
         if request.messages:
-            messages.extend({"role": m.role, "content": m.content} for m in request.messages)
+            messages.extend(msgspec.to_builtins(m) for m in request.messages)
         else:
             messages.append({"role": "user", "content": request.prompt})
         return messages

@@ -19,9 +19,20 @@ import aiohttp
 import msgspec
 
 
+class OllamaToolFunction(msgspec.Struct):
+    name: str = ""
+    arguments: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+class OllamaToolCall(msgspec.Struct):
+    function: OllamaToolFunction
+    id: str | None = None
+
+
 class OllamaMessage(msgspec.Struct):
     role: str = "assistant"
     content: str = ""
+    tool_calls: list[OllamaToolCall] | None = None
 
 
 class OllamaLine(msgspec.Struct, kw_only=True):
@@ -218,11 +229,13 @@ class OllamaClient:
         self,
         node: OllamaNode,
         model: str,
-        messages: list[dict[str, str]],
+        messages: list[dict[str, Any]],
         options: dict[str, Any] | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> AsyncIterator[AsyncIterator[OllamaLine]]:
-        """Open a streaming chat on ``node``; yields an iterator of decoded lines."""
-        body: dict[str, Any] = {"model": model, "messages": messages, "stream": True}
+        """Open a streaming chat on ``node``; yields an iterator of decoded lines. ``extra``:
+        more fields of the request body (``tools``, ``format``)."""
+        body: dict[str, Any] = {"model": model, "messages": messages, "stream": True, **(extra or {})}
         if options:
             body["options"] = options
         try:
@@ -263,6 +276,22 @@ class OllamaClient:
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise NodeFailed(f"the model node failed mid-answer: {exc.__class__.__name__}: {exc}") from exc
         raise NodeFailed("the model node closed the stream before the answer was complete")
+
+    async def embed(self, node: OllamaNode, body: dict[str, Any]) -> dict[str, Any]:
+        """One ``/api/embed`` call (``body``: model, input, truncate, dimensions); its JSON answer."""
+        try:
+            async with self._session.post(
+                f"{node.url}/api/embed",
+                data=_encoder.encode(body),
+                headers={"Content-Type": "application/json"},
+                timeout=aiohttp.ClientTimeout(total=None, sock_read=self._read_timeout),
+            ) as response:
+                await _raise_for_status(response, str(body.get("model", "")))
+                return msgspec.json.decode(await response.read(), type=dict[str, Any])
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise NodeUnavailable(f"{node.url}: {exc.__class__.__name__}: {exc}") from exc
+        except msgspec.DecodeError as exc:
+            raise StreamFailed(f"undecodable /api/embed answer from {node.url}: {exc}") from exc
 
     async def tags(self, node: OllamaNode, timeout: float = 5.0) -> frozenset[str]:
         """Model names the node has (``/api/tags``)."""

@@ -26,7 +26,7 @@ import asyncio
 
 from aio_pika.abc import AbstractExchange
 
-from broker.messages import ChatDone, ChatError, ChatRequest, ReplyMode, Usage
+from broker.messages import ChatDone, ChatError, ChatRequest, EmbedRequest, ReplyMode, ToolCall, Usage
 from inference_worker.metrics import WorkerMetrics
 from inference_worker.outbox import Attempt, Outbox, RepliesLost
 
@@ -64,7 +64,7 @@ class ReplyBatcher:
         self._outboxes.clear()
         await asyncio.gather(*(outbox.close() for outbox in outboxes))
 
-    def stream(self, request: ChatRequest, reply_to: str, attempt_id: str) -> ReplyStream:
+    def stream(self, request: ChatRequest | EmbedRequest, reply_to: str, attempt_id: str) -> ReplyStream:
         """The replies of one attempt at ``request`` (``reply_to`` empty: an async job)."""
         return ReplyStream(self, request, reply_to, attempt_id)
 
@@ -108,7 +108,9 @@ class ReplyStream:
     not be published (the answer would have a hole); :meth:`error` still tries, and raises only
     when the error itself is not published."""
 
-    def __init__(self, batcher: ReplyBatcher, request: ChatRequest, reply_to: str, attempt_id: str) -> None:
+    def __init__(
+        self, batcher: ReplyBatcher, request: ChatRequest | EmbedRequest, reply_to: str, attempt_id: str
+    ) -> None:
         self._batcher = batcher
         self._request = request
         self._reply_to = reply_to
@@ -140,7 +142,16 @@ class ReplyStream:
         elif self._batcher.interval <= 0:
             outbox.wake()
 
-    async def done(self, *, model: str, done_reason: str, usage: Usage, node: str | None) -> None:
+    async def done(
+        self,
+        *,
+        model: str,
+        done_reason: str,
+        usage: Usage,
+        node: str | None,
+        tool_calls: list[ToolCall] | None = None,
+        embeddings: list[list[float]] | None = None,
+    ) -> None:
         """Publish the attempt's done (with everything before it); returns once it is published."""
         request = self._request
         done = ChatDone(
@@ -154,6 +165,8 @@ class ReplyStream:
             done_reason=done_reason,
             usage=usage,
             node=node,
+            tool_calls=tool_calls,
+            embeddings=embeddings,
         )
         if not self._reply_to:
             return

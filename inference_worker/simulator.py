@@ -1,7 +1,9 @@
 """An Ollama-API simulator: Ollama's wire format, configurable timing, deterministic text.
 
-Serves ``/api/chat`` (NDJSON stream or one JSON body), ``/api/tags``, ``/api/ps``, ``/api/version``
-and ``/`` like Ollama, plus ``/sim/stats``, ``/sim/reset`` and ``/sim/config`` for tests.
+Serves ``/api/chat`` (NDJSON stream or one JSON body; ``tools`` and ``format`` as in
+:mod:`inference_worker.simulator_structured`), ``/api/generate``, ``/api/embed`` (and the older
+``/api/embeddings``), ``/api/show``, ``/api/tags``, ``/api/ps``, ``/api/version`` and ``/`` like
+Ollama, plus ``/sim/stats``, ``/sim/reset`` and ``/sim/config`` for tests.
 Run it with ``python -m inference_worker.simulator --port 11435``.
 """
 
@@ -22,6 +24,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from common.logging import configure_logging
 from common.runtime import forever, run, serving
 from inference_worker.simulator_metrics import render
+from inference_worker.simulator_structured import embedding, json_answer, tool_calls_for
 from inference_worker.simulator_text import (
     canonical_model,
     expected_answer,
@@ -61,6 +64,7 @@ class SimulatorConfig:
     answer_tokens: int = 24
     max_queue: int = 512  # generations in flight before 503, like OLLAMA_MAX_QUEUE
     fail_after_tokens: int | None = None  # stream this many tokens, then an error line
+    embedding_dimensions: int = 64  # length of /api/embed vectors (``dimensions`` shortens them)
 
     def __post_init__(self) -> None:
         if not self.models:
@@ -113,6 +117,8 @@ STATE_KEY = web.AppKey("simulator_state", SimulatorState)
 class _Message(msgspec.Struct):
     role: str
     content: str = ""
+    tool_calls: list[dict[str, Any]] | None = None
+    tool_name: str | None = None
 
 
 class _ChatRequest(msgspec.Struct):
@@ -120,9 +126,45 @@ class _ChatRequest(msgspec.Struct):
     messages: list[_Message] | None = None
     stream: bool | None = None  # Ollama streams unless told "stream": false
     options: dict[str, Any] | None = None
+    tools: list[dict[str, Any]] | None = None
+    format: str | dict[str, Any] | None = None
+    keep_alive: str | int | float | None = None
+
+
+class _GenerateRequest(msgspec.Struct):
+    model: str = ""
+    prompt: str | None = None
+    system: str | None = None
+    stream: bool | None = None
+    options: dict[str, Any] | None = None
+    format: str | dict[str, Any] | None = None
+    keep_alive: str | int | float | None = None
+
+
+class _EmbedRequest(msgspec.Struct):
+    model: str = ""
+    input: str | list[str] | None = None
+    truncate: bool = True
+    dimensions: int | None = None
+    keep_alive: str | int | float | None = None
+
+
+class _EmbeddingsRequest(msgspec.Struct):
+    model: str = ""
+    prompt: str = ""
+
+
+class _ShowRequest(msgspec.Struct):
+    model: str = ""
+    name: str = ""  # the older spelling
 
 
 _chat_decoder = msgspec.json.Decoder(_ChatRequest)
+_generate_decoder = msgspec.json.Decoder(_GenerateRequest)
+_embed_decoder = msgspec.json.Decoder(_EmbedRequest)
+_embeddings_decoder = msgspec.json.Decoder(_EmbeddingsRequest)
+_show_decoder = msgspec.json.Decoder(_ShowRequest)
+_JSON_PIECE = 8  # characters of a JSON answer per streamed token
 _object_decoder = msgspec.json.Decoder(dict[str, Any])
 _encoder = msgspec.json.Encoder()
 _CONFIG_FIELDS = frozenset(f.name for f in fields(SimulatorConfig))
@@ -140,23 +182,45 @@ def _error(status: int, message: str) -> web.Response:
     return _json({"error": message}, status)
 
 
-def _chunk(model: str, content: str, *, done: bool) -> dict[str, Any]:
-    message = {"role": "assistant", "content": content}
+def _chunk(
+    model: str, content: str, *, done: bool, tool_calls: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": content}
+    if tool_calls:
+        message["tool_calls"] = tool_calls
     return {"model": model, "created_at": _rfc3339(), "message": message, "done": done}
+
+
+def _generate_chunk(model: str, content: str, *, done: bool, **_: Any) -> dict[str, Any]:
+    return {"model": model, "created_at": _rfc3339(), "response": content, "done": done}
 
 
 class _Generation:
     """One accepted ``/api/chat`` call: paces its tokens and writes them in Ollama's format."""
 
-    def __init__(self, request: web.Request, config: SimulatorConfig, body: _ChatRequest) -> None:
+    def __init__(
+        self, request: web.Request, config: SimulatorConfig, body: _ChatRequest, *, generate: bool = False
+    ) -> None:
         self.received = time.perf_counter_ns()
         self.request = request
         self.config = config
         self.model = body.model  # echoed back as the client spelled it, like Ollama
         self.stream = body.stream is not False
+        self._chunk = _generate_chunk if generate else _chunk
         turns = [(m.role, m.content) for m in body.messages or ()]
         self.prompt_eval_count = prompt_token_count(turns)
         self.tokens = generate_tokens(body.model, turns, config.answer_tokens)
+        self.tool_calls: list[dict[str, Any]] = []
+        if body.tools:
+            messages = [{"role": m.role, "content": m.content} for m in body.messages or ()]
+            self.tool_calls = tool_calls_for(body.tools, messages, canonical_model(body.model))
+            self.prompt_eval_count += 10 * len(body.tools)
+        if self.tool_calls:
+            self.tokens = []
+        elif body.format:
+            last_user = next((c for r, c in reversed(turns) if r == "user"), "")
+            text = json_answer(body.format, canonical_model(body.model), last_user, self.tokens)
+            self.tokens = [text[i : i + _JSON_PIECE] for i in range(0, len(text), _JSON_PIECE)]
         self.done_reason = "stop"
         num_predict = (body.options or {}).get("num_predict")
         if isinstance(num_predict, int) and 0 < num_predict < len(self.tokens):
@@ -182,17 +246,24 @@ class _Generation:
             if delay > 0:
                 await asyncio.sleep(delay)
             if self.stream:
-                await self._write_line(_chunk(self.model, token, done=False))
+                await self._write_line(self._chunk(self.model, token, done=False))
             stats.tokens_generated += 1
+        if self.tool_calls and self.stream:  # Ollama streams the calls in a chunk of their own
+            await self._write_line(_chunk(self.model, "", done=False, tool_calls=self.tool_calls))
         end = time.perf_counter_ns()
-        done = _chunk(self.model, "" if self.stream else "".join(self.tokens), done=True)
+        done = self._chunk(
+            self.model,
+            "" if self.stream else "".join(self.tokens),
+            done=True,
+            tool_calls=None if self.stream else self.tool_calls,
+        )
         done |= {
             "done_reason": self.done_reason,
             "total_duration": end - self.received,
             "load_duration": prompt_start - self.received,
             "prompt_eval_count": self.prompt_eval_count,
             "prompt_eval_duration": eval_start - prompt_start,
-            "eval_count": len(self.tokens),
+            "eval_count": len(self.tokens) + 8 * len(self.tool_calls),
             "eval_duration": end - eval_start,
         }
         self.outcome = "completed"
@@ -219,6 +290,15 @@ class _Generation:
         return await self._write_line({"error": message})  # mid-stream: the status is already 200
 
 
+def _unknown_model(state: SimulatorState, name: str) -> web.Response | None:
+    """Ollama's 404 for a model it does not have, or None; marks a known model as used."""
+    model = canonical_model(name)
+    if model not in {canonical_model(known) for known in state.config.models}:
+        return _error(404, f'model "{name}" not found, try pulling it first')
+    state.last_used[model] = time.time()
+    return None
+
+
 async def _chat(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE_KEY]
     try:
@@ -229,17 +309,41 @@ async def _chat(request: web.Request) -> web.StreamResponse:
         return _error(400, "model is required")
     if body.messages is None:
         return _error(400, "messages is required")
-    model = canonical_model(body.model)
-    if model not in {canonical_model(name) for name in state.config.models}:
-        return _error(404, f'model "{body.model}" not found, try pulling it first')
-    state.last_used[model] = time.time()
+    if (missing := _unknown_model(state, body.model)) is not None:
+        return missing
     if not body.messages:  # Ollama answers an empty chat by loading the model
         return _json({**_chunk(body.model, "", done=True), "done_reason": "load"})
+    return await _run(request, state, _Generation(request, state.config, body))
+
+
+async def _generate(request: web.Request) -> web.StreamResponse:
+    """``/api/generate``: the prompt (after ``system``) answered like a one-message chat."""
+    state = request.app[STATE_KEY]
+    try:
+        body = _generate_decoder.decode(await request.read())
+    except msgspec.DecodeError as exc:
+        return _error(400, str(exc))
+    if not body.model:
+        return _error(400, "model is required")
+    if (missing := _unknown_model(state, body.model)) is not None:
+        return missing
+    if not body.prompt:  # Ollama loads the model for an empty prompt
+        return _json({**_generate_chunk(body.model, "", done=True), "done_reason": "load"})
+    messages = [_Message("system", body.system)] if body.system else []
+    chat = _ChatRequest(
+        model=body.model,
+        messages=[*messages, _Message("user", body.prompt)],
+        stream=body.stream,
+        options=body.options,
+        format=body.format,
+    )
+    return await _run(request, state, _Generation(request, state.config, chat, generate=True))
+
+
+async def _run(request: web.Request, state: SimulatorState, generation: _Generation) -> web.StreamResponse:
     if state.stats.in_flight >= state.config.max_queue:
         state.stats.requests_rejected += 1
         return _error(503, BUSY_ERROR)
-
-    generation = _Generation(request, state.config, body)
     stats = state.stats
     stats.in_flight += 1
     stats.generations_started += 1
@@ -253,6 +357,75 @@ async def _chat(request: web.Request) -> web.StreamResponse:
         return generation.response
     finally:
         stats.finish(generation.outcome)
+
+
+async def _embed(request: web.Request) -> web.Response:
+    """``/api/embed``: a deterministic unit vector per input."""
+    state = request.app[STATE_KEY]
+    started = time.perf_counter_ns()
+    try:
+        body = _embed_decoder.decode(await request.read())
+    except msgspec.DecodeError as exc:
+        return _error(400, str(exc))
+    if not body.model:
+        return _error(400, "model is required")
+    if (missing := _unknown_model(state, body.model)) is not None:
+        return missing
+    inputs = [body.input] if isinstance(body.input, str) else list(body.input or ())
+    size = state.config.embedding_dimensions
+    if body.dimensions is not None:
+        if not 0 < body.dimensions <= size:
+            return _error(400, f"dimensions must be between 1 and {size}")
+        size = body.dimensions
+    model = canonical_model(body.model)
+    vectors = [embedding(model, text, state.config.embedding_dimensions)[:size] for text in inputs]
+    if body.dimensions is not None:  # Ollama renormalises truncated vectors
+        vectors = [[x / (sum(v * v for v in vector) ** 0.5 or 1.0) for x in vector] for vector in vectors]
+    return _json(
+        {
+            "model": body.model,
+            "embeddings": vectors,
+            "total_duration": time.perf_counter_ns() - started,
+            "load_duration": 0,
+            "prompt_eval_count": sum(len(text.split()) + 1 for text in inputs),
+        }
+    )
+
+
+async def _embeddings(request: web.Request) -> web.Response:
+    """The older ``/api/embeddings``: one prompt, one ``embedding``."""
+    state = request.app[STATE_KEY]
+    try:
+        body = _embeddings_decoder.decode(await request.read())
+    except msgspec.DecodeError as exc:
+        return _error(400, str(exc))
+    if (missing := _unknown_model(state, body.model)) is not None:
+        return missing
+    vector = embedding(canonical_model(body.model), body.prompt, state.config.embedding_dimensions)
+    return _json({"embedding": vector if body.prompt else []})
+
+
+async def _show(request: web.Request) -> web.Response:
+    state = request.app[STATE_KEY]
+    try:
+        body = _show_decoder.decode(await request.read())
+    except msgspec.DecodeError as exc:
+        return _error(400, str(exc))
+    name = body.model or body.name
+    if (missing := _unknown_model(state, name)) is not None:
+        return missing
+    details = model_details(canonical_model(name))
+    return _json(
+        {
+            "modelfile": f"FROM {canonical_model(name)}\n",
+            "parameters": "",
+            "template": "{{ .Prompt }}",
+            "details": details["details"],
+            "model_info": {"general.architecture": "llama", "general.parameter_count": 3_212_749_888},
+            "capabilities": ["completion", "tools", "embedding"],
+            "modified_at": _rfc3339(state.created_at),
+        }
+    )
 
 
 async def _root(request: web.Request) -> web.Response:
@@ -322,6 +495,10 @@ def create_simulator_app(config: SimulatorConfig | None = None) -> web.Applicati
     app[STATE_KEY] = SimulatorState(config=config or SimulatorConfig())
     app.router.add_get("/", _root)
     app.router.add_post("/api/chat", _chat)
+    app.router.add_post("/api/generate", _generate)
+    app.router.add_post("/api/embed", _embed)
+    app.router.add_post("/api/embeddings", _embeddings)
+    app.router.add_post("/api/show", _show)
     app.router.add_get("/api/tags", _tags)
     app.router.add_get("/api/ps", _ps)
     app.router.add_get("/api/version", _version)

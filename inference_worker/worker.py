@@ -26,8 +26,14 @@ from aio_pika.abc import (
     AbstractRobustConnection,
 )
 
-from broker.events import publish_session_event, session_event
-from broker.messages import ChatRequest, cancel_decoder, request_decoder
+from broker.events import (
+    UsageOutcome,
+    generation_finished,
+    publish_generation_finished,
+    publish_session_event,
+    session_event,
+)
+from broker.messages import ChatRequest, EmbedRequest, cancel_decoder, decode_request
 from common.amqp import connect, ready_messages, topology_for
 from common.archive import ArchiveStore
 from common.cancels import CancelMarkers
@@ -40,6 +46,7 @@ from common.service import Service
 from common.session_reader import SessionReader
 from common.sessions import SessionStore, Turn
 from inference_worker.delivery import DeadLetter, Outcome, settled
+from inference_worker.embedding import Embedder
 from inference_worker.generation import Completion, ModelCaller, Progress
 from inference_worker.history import HistoryReader
 from inference_worker.metrics import WorkerMetrics
@@ -72,6 +79,7 @@ class InferenceWorker(Service):
         self._channels: tuple[AbstractChannel, ...] = ()
         self._history: HistoryReader | None = None
         self._model_caller: ModelCaller | None = None
+        self._embedder: Embedder | None = None
         self._replies: ReplyBatcher | None = None
         self._events: AbstractExchange | None = None
         # Every message being handled (the slots in use), and the running requests by (owner,
@@ -102,6 +110,7 @@ class InferenceWorker(Service):
         )
         ollama = OllamaClient(http, read_timeout=s.ollama_read_timeout)
         self._model_caller = ModelCaller(self.pool, ollama, self.metrics)
+        self._embedder = Embedder(self.pool, ollama, self.metrics)
         archive = await teardown.enter("s3_close", 10, ArchiveStore(s.s3))
         self._history = HistoryReader(
             redis,
@@ -204,10 +213,10 @@ class InferenceWorker(Service):
     def _count_settled(self, outcome: Outcome) -> None:
         self.metrics.settled.labels(outcome).inc()
 
-    def _admit(self, message: AbstractIncomingMessage) -> ChatRequest:
+    def _admit(self, message: AbstractIncomingMessage) -> ChatRequest | EmbedRequest:
         """The request, or :class:`DeadLetter` when it can never be answered."""
         try:
-            request = request_decoder.decode(message.body)
+            request = decode_request(message.body)
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
             self.metrics.rejected.inc()
             log.warning("request_rejected_invalid", error=str(exc), message_id=message.message_id)
@@ -230,7 +239,7 @@ class InferenceWorker(Service):
             self._cancel_reasons[key] = cancel.reason
             task.cancel(msg="cancelled")
 
-    async def _handle(self, message: AbstractIncomingMessage, request: ChatRequest) -> None:
+    async def _handle(self, message: AbstractIncomingMessage, request: ChatRequest | EmbedRequest) -> None:
         """Answer ``request``. Returns once its outcome reached the client (done or error
         published) or nobody waits for it any more; raises only when the client could not be told
         (then :func:`settled` requeues the request) or on shutdown past the grace period."""
@@ -238,6 +247,12 @@ class InferenceWorker(Service):
             request_id=request.request_id, trace_id=request.trace_id, user_id=request.user_id
         )
         assert self._replies is not None and self._history is not None
+        if isinstance(request, EmbedRequest):
+            try:
+                await self._embed(message, request)
+            finally:
+                structlog.contextvars.unbind_contextvars("request_id", "trace_id", "user_id")
+            return
         # This attempt's id (the ``generation`` field of every reply): a redelivered request gets
         # a new one, so the gateway can tell a restarted answer from the one it was relaying.
         replies = self._replies.stream(request, message.reply_to or "", uuid.uuid4().hex[:12])
@@ -264,11 +279,13 @@ class InferenceWorker(Service):
                 self.metrics.generations.labels("error", request.model).inc()
                 self.metrics.errors.labels(exc.code).inc()
                 log.warning("generation_failed", error=exc.code, detail=str(exc))
+                await self._report(request, "failed", progress.tokens)
                 await self._fail(request, replies, exc.code, str(exc))
                 return
             except TimeoutError:
                 self.metrics.generations.labels("expired", request.model).inc()
                 self._record_partial(progress, request)
+                await self._report(request, "expired", progress.tokens)
                 await self._fail(
                     request, replies, "deadline_exceeded", "the answer did not finish in time", progress
                 )
@@ -292,6 +309,7 @@ class InferenceWorker(Service):
                 current.uncancel()
             self.metrics.generations.labels("cancelled", request.model).inc()
             self._record_partial(progress, request)
+            await self._report(request, "cancelled", progress.tokens)
             log.info("generation_cancelled", reason=reason, partial_tokens=progress.tokens)
             if request.job_id and self._jobs is not None:
                 await self._jobs.finish(
@@ -305,9 +323,39 @@ class InferenceWorker(Service):
             self.metrics.errors.labels(type(exc).__name__).inc()
             log.exception("generation_crashed", error_type=type(exc).__name__)
             # If this raises too, the client cannot be told: settled() requeues the request.
+            await self._report(request, "failed", progress.tokens)
             await self._fail(request, replies, "internal_error", "the worker failed", progress)
         finally:
             structlog.contextvars.unbind_contextvars("request_id", "trace_id", "user_id")
+
+    async def _report(
+        self, request: ChatRequest, outcome: UsageOutcome, completion_tokens: int, prompt_tokens: int = 0
+    ) -> None:
+        """The generation's usage, for the ledger: published (confirmed) before the request is
+        acked, so a crash before the ack means a redelivery that reports it (deduplicated there)."""
+        assert self._events is not None
+        event = generation_finished(
+            request,
+            outcome,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            started=request.created_at,
+        )
+        await publish_generation_finished(self._events, event)
+
+    async def _embed(self, message: AbstractIncomingMessage, request: EmbedRequest) -> None:
+        assert self._replies is not None and self._embedder is not None
+        replies = self._replies.stream(request, message.reply_to or "", uuid.uuid4().hex[:12])
+        key = (request.user_id, request.request_id)
+        try:
+            await self._embedder.answer(request, replies)
+        except asyncio.CancelledError:
+            if key not in self._cancel_reasons:
+                raise  # shutdown past the grace period: settled() requeues the request
+            current = asyncio.current_task()
+            if current is not None:
+                current.uncancel()
+            self.metrics.generations.labels("cancelled", request.model).inc()
 
     async def _start_job(self, request: ChatRequest) -> bool:
         """Mark the job running; True when it was cancelled before it started."""
@@ -372,8 +420,13 @@ class InferenceWorker(Service):
         if request.job_id and self._jobs is not None:
             job = request.job_id
             await self._jobs.finish(request.user_id, job, "done", response=result.text, usage=usage)
+        await self._report(request, "done", result.usage.completion_tokens, result.usage.prompt_tokens)
         await replies.done(
-            model=request.model, done_reason=result.done_reason, usage=result.usage, node=result.node
+            model=request.model,
+            done_reason=result.done_reason,
+            usage=result.usage,
+            node=result.node,
+            tool_calls=result.tool_calls,
         )
 
 

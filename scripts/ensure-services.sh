@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Make sure the services the tests and the local run need are up: RabbitMQ and Redis.
-# Uses RABBITMQ_URL / REDIS_URL when set (then nothing is started); otherwise checks the local
-# ports and starts the Debian services, installing them first when missing and running as root.
+# Make sure the services the tests and the local run need are up: RabbitMQ, Redis and PostgreSQL.
+# Uses RABBITMQ_URL / REDIS_URL / POSTGRES_URL (or DATABASE_URL) when set (then nothing is
+# started); otherwise checks the local ports and starts the Debian services, installing them first
+# when missing and running as root. PostgreSQL is reached as user postgres over TCP without a
+# password (trust for 127.0.0.1, as on our machines); elsewhere set POSTGRES_URL / DATABASE_URL.
 #
 # With arguments, only the named tools instead:
 #   haproxy   install the haproxy binary when missing (as root; otherwise only a hint). Nothing is
@@ -95,5 +97,18 @@ if local_broker && ! port_open 15672 && command -v rabbitmq-plugins >/dev/null 2
   for _ in $(seq 60); do port_open 15672 && break; sleep 0.5; done
 fi
 
+if [[ -z "${POSTGRES_URL:-}${DATABASE_URL:-}" ]] && ! port_open 5432; then
+  need_install postgresql
+  echo "starting postgresql on 5432"
+  if command -v pg_ctlcluster >/dev/null 2>&1; then
+    version="$(find /etc/postgresql -mindepth 1 -maxdepth 1 -printf '%f\n' | sort -V | tail -1)"
+    pg_ctlcluster --skip-systemctl-redirect "$version" main start || true
+  else
+    service postgresql start >/dev/null 2>&1 || true
+  fi
+  for _ in $(seq 60); do port_open 5432 && break; sleep 0.5; done
+fi
+
 port_open 6379 || [[ -n "${REDIS_URL:-}" ]] || { echo "Redis is not reachable on 6379" >&2; exit 1; }
 port_open 5672 || [[ -n "${RABBITMQ_URL:-}" ]] || { echo "RabbitMQ is not reachable on 5672" >&2; exit 1; }
+port_open 5432 || [[ -n "${POSTGRES_URL:-}${DATABASE_URL:-}" ]] || { echo "PostgreSQL is not reachable on 5432" >&2; exit 1; }

@@ -6,6 +6,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
 from redis.exceptions import RedisError
@@ -42,9 +43,18 @@ async def auth_prefix(auth_redis: RedisClient) -> AsyncIterator[str]:
 
 
 @pytest.fixture
-def auth_env(auth_prefix: str, redis_target: Any) -> dict[str, str]:
+async def auth_db(postgres_url: str) -> AsyncIterator[asyncpg.Connection]:
+    """A connection to this test's database, for assertions."""
+    conn = await asyncpg.connect(postgres_url)
+    yield conn
+    await conn.close()
+
+
+@pytest.fixture
+def auth_env(auth_prefix: str, redis_target: Any, postgres_url: str) -> dict[str, str]:
     return {
         "ENVIRONMENT": "test",
+        "DATABASE_URL": postgres_url,
         "REDIS_URL": redis_target.url,
         "REDIS_CLUSTER": "true" if redis_target.cluster else "false",
         "REDIS_KEY_PREFIX": auth_prefix,

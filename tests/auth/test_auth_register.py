@@ -131,7 +131,7 @@ async def test_unicode_organization_and_idn_email_are_accepted(client: Client) -
     "payload",
     [
         {"username": "u_extra", "password": "testpass123", "email": "e@x.com", "organization": "o", "x": 1},
-        {"username": "u_missing", "password": "testpass123", "email": "e@x.com"},
+        {"username": "u_missing", "password": "testpass123", "organization": "o"},
         {"username": 123, "password": "testpass123", "email": "e@x.com", "organization": "o"},
         ["not", "an", "object"],
     ],

@@ -86,7 +86,11 @@ async def test_changed_queue_limits_keep_the_live_queue_instead_of_failing(amqp:
         # A redeploy with a new REQUEST_QUEUE_MAX_LENGTH: services still start.
         declared = await Topology(namespace, QueueLimits(max_length=50, delivery_limit=2)).declare(channel)
     differ = [e for e in logs if e["event"] == "queue_arguments_differ"]
-    assert [e["queue"] for e in differ] == [f"{namespace}.requests", f"{namespace}.archiver"]
+    assert [e["queue"] for e in differ] == [
+        f"{namespace}.requests",
+        f"{namespace}.archiver",
+        f"{namespace}.ledger",
+    ]
     assert all(e["log_level"] == "error" for e in differ)
 
     # The queue in use is the live one, with its original limit (quorum queues overshoot by one).

@@ -74,7 +74,7 @@ async def haproxy_factory(haproxy_bin: str, tls: Tls, tmp_path: Path) -> AsyncIt
 
 
 @pytest.fixture
-async def auth_server(base_env: dict[str, str], keys: KeyPair) -> AsyncIterator[TestServer]:
+async def auth_server(auth_base_env: dict[str, str], keys: KeyPair) -> AsyncIterator[TestServer]:
     """The real auth service, signing with the test key pair (so gateways accept its tokens) and
     trusting HAProxy's X-Forwarded-For, as in compose."""
     signing_pem = keys.private.private_bytes(
@@ -82,7 +82,7 @@ async def auth_server(base_env: dict[str, str], keys: KeyPair) -> AsyncIterator[
     ).decode()
     settings = AuthSettings.from_env(
         {
-            **base_env,
+            **auth_base_env,
             "AUTH_BCRYPT_ROUNDS": "4",
             "AUTH_HASH_WORKERS": "2",
             "AUTH_SIGNING_KEY": signing_pem,

@@ -24,10 +24,13 @@ from devstack.__main__ import HAPROXY_AUTH_SOURCE
 
 
 @pytest.fixture
-async def auth_behind_source(redis_target: Any, namespace: str, redis: Any) -> AsyncIterator[TestServer]:
+async def auth_behind_source(
+    redis_target: Any, namespace: str, redis: Any, postgres_url: str
+) -> AsyncIterator[TestServer]:
     settings = AuthSettings.from_env(
         {
             "ENVIRONMENT": "test",
+            "DATABASE_URL": postgres_url,
             "REDIS_URL": redis_target.url,
             "REDIS_CLUSTER": "true" if redis_target.cluster else "false",
             "REDIS_KEY_PREFIX": f"{namespace}:",

@@ -245,8 +245,8 @@ async def test_oversized_headers_are_refused_without_echo(
 
 
 @pytest.fixture
-async def auth_service(base_env: dict[str, str]) -> AsyncIterator[TestServer]:
-    settings = AuthSettings.from_env({**base_env, "AUTH_BCRYPT_ROUNDS": "4", "AUTH_HASH_WORKERS": "2"})
+async def auth_service(auth_base_env: dict[str, str]) -> AsyncIterator[TestServer]:
+    settings = AuthSettings.from_env({**auth_base_env, "AUTH_BCRYPT_ROUNDS": "4", "AUTH_HASH_WORKERS": "2"})
     server = await start_server(create_auth_app(settings))
     yield server
     await server.close()

@@ -62,6 +62,12 @@ async def test_every_documented_operation_reaches_its_service(
         for op in OPERATIONS:
             if (op.method, op.path) in ANSWERED_BY_HAPROXY:
                 continue
+            if op.path.startswith("/internal/"):
+                # Gateways call auth's internal endpoints directly; through HAProxy they reach a
+                # gateway (which asks for a token), never auth.
+                async with session.request(op.method, f"{proxy.http_url}{op.path}") as response:
+                    assert (await response.json()).get("service") != "auth"
+                continue
             path = _concrete(op.path)
             async with session.request(op.method, f"{proxy.http_url}{path}") as response:
                 body = await response.json()

@@ -19,8 +19,8 @@ PASSWORD = "testpass123"
 
 
 @pytest.fixture
-def auth_settings(base_env: dict[str, str]) -> AuthSettings:
-    return AuthSettings.from_env({**base_env, "AUTH_BCRYPT_ROUNDS": "4"})
+def auth_settings(auth_base_env: dict[str, str]) -> AuthSettings:
+    return AuthSettings.from_env({**auth_base_env, "AUTH_BCRYPT_ROUNDS": "4"})
 
 
 @pytest.fixture

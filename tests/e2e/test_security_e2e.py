@@ -20,8 +20,8 @@ from inference_worker.simulator_text import expected_answer
 
 
 @pytest.fixture
-async def auth(base_env: dict[str, str], redis: Any) -> AsyncIterator[TestClient[Any, Any]]:
-    settings = AuthSettings.from_env({**base_env, "AUTH_BCRYPT_ROUNDS": "4"})
+async def auth(auth_base_env: dict[str, str], redis: Any) -> AsyncIterator[TestClient[Any, Any]]:
+    settings = AuthSettings.from_env({**auth_base_env, "AUTH_BCRYPT_ROUNDS": "4"})
     client: TestClient[Any, Any] = await start_client(create_auth_app(settings))
     yield client
     await client.close()

@@ -9,7 +9,9 @@
   it from 127.0.0.1, as from HAProxy), so the fuzzer's failed logins, throttled per client
   address, never lock the token source out.
 - ``error_shape``: every 4xx/5xx is JSON ``{"error": str, "message": str}``; under ``/v1/`` it is
-  OpenAI's ``{"error": {"message", "type", "param", "code"}}``.
+  OpenAI's ``{"error": {"message", "type", "param", "code"}}``, under ``/api/`` Ollama's
+  ``{"error": str}`` with our ``code``.
+- NDJSON (Ollama's streams): every line must be JSON; the last one is checked against the schema.
 - ``HandlersReached``: every authenticated operation answered at least once with something other
   than an authentication failure, so the run tested the handlers, not only the bearer check.
 """
@@ -66,6 +68,13 @@ def _header(response: Any, name: str) -> str:
     return str(values[0])
 
 
+@schemathesis.deserializer("application/x-ndjson")
+def ndjson(ctx: Any, response: Any) -> Any:
+    """Each line one JSON document (a line that is not fails the run); the last stands for all."""
+    lines = [json.loads(line) for line in response.content.splitlines() if line.strip()]
+    return lines[-1] if lines else None
+
+
 @schemathesis.check
 def error_shape(ctx: Any, response: Any, case: Any) -> bool | None:
     """Errors are JSON in the API's one error shape (OpenAI's under /v1/)."""
@@ -82,6 +91,11 @@ def error_shape(ctx: Any, response: Any, case: Any) -> bool | None:
         ) from None
     if not isinstance(body, dict):
         raise AssertionError(f"{response.status_code} error body is not an object: {body!r}")
+    if case.operation.path.startswith("/api/"):
+        if not (isinstance(body.get("error"), str) and isinstance(body.get("code"), str)):
+            shape = '{"error": str, "code": str}'
+            raise AssertionError(f"{response.status_code} error is not Ollama's {shape}: {body!r}")
+        return True
     if case.operation.path.startswith("/v1/"):
         detail = body.get("error")
         if not (

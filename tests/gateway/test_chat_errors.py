@@ -22,7 +22,7 @@ from helpers import KeyPair, auth_header
         (b'{"session_id": 5, "prompt": "hi"}', 400, "invalid_request"),
         (b'{"session_id": "s", "prompt": ["hi"]}', 400, "invalid_request"),
         (b'{"session_id": "s", "prompt": "hi", "stream": "yes"}', 400, "invalid_request"),
-        (b'{"session_id": "s", "prompt": "hi", "unexpected": 1}', 400, "invalid_request"),
+        (b'{"session_id": "s", "prompt": "hi", "unexpected": 1}', 400, "unsupported_parameter"),
         (b'{"session_id": "s", "prompt": ""}', 400, "empty_prompt"),
         (b'{"session_id": "s", "prompt": "  \\u0000\\u0007  "}', 400, "empty_prompt"),
         (b'{"session_id": "../etc/passwd", "prompt": "hi"}', 400, "invalid_session_id"),

@@ -132,14 +132,19 @@ async def _schemathesis(
 
 
 async def test_fuzzed_requests_get_documented_answers_and_never_a_5xx(
-    worker: Any, gateway_factory: Any, base_env: dict[str, str], keys: KeyPair, tmp_path: Path, redis: Any
+    worker: Any,
+    gateway_factory: Any,
+    auth_base_env: dict[str, str],
+    keys: KeyPair,
+    tmp_path: Path,
+    redis: Any,
 ) -> None:
     gateway = await gateway_factory(RATE_LIMIT_PER_MINUTE="100000")
     suffix = uuid.uuid4().hex[:8]
     admin = f"fuzz_admin_{suffix}"
     auth_settings = AuthSettings.from_env(
         {
-            **base_env,
+            **auth_base_env,
             "AUTH_BCRYPT_ROUNDS": "4",
             "AUTH_HASH_WORKERS": "2",
             "AUTH_SIGNING_KEY": _signing_pem(keys),

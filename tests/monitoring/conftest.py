@@ -135,8 +135,8 @@ async def archive_s3() -> AsyncIterator[MotoServer]:
 
 
 @pytest.fixture
-async def auth_service(base_env: dict[str, str]) -> AsyncIterator[TestServer]:
-    settings = AuthSettings.from_env({**base_env, "AUTH_BCRYPT_ROUNDS": "4", "AUTH_HASH_WORKERS": "2"})
+async def auth_service(auth_base_env: dict[str, str]) -> AsyncIterator[TestServer]:
+    settings = AuthSettings.from_env({**auth_base_env, "AUTH_BCRYPT_ROUNDS": "4", "AUTH_HASH_WORKERS": "2"})
     server = await start_server(create_auth_app(settings))
     yield server
     await server.close()

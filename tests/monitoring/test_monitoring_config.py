@@ -101,6 +101,7 @@ def test_local_config_scrapes_every_service_of_the_local_run() -> None:
         "inference_worker": ["127.0.0.1:8201", "127.0.0.1:8202"],
         "auth": ["127.0.0.1:8001"],
         "archiver": ["127.0.0.1:8301"],
+        "ledger": ["127.0.0.1:8501"],
         "haproxy": ["127.0.0.1:8404"],
     }
     assert _jobs(config)["haproxy"]["metrics_path"] == "/metrics"
