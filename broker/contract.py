@@ -15,6 +15,7 @@ import msgspec
 from broker.messages import (
     ALL_MESSAGES,
     SCHEMA_VERSION,
+    Alive,
     Cancel,
     ChatDone,
     ChatError,
@@ -22,6 +23,7 @@ from broker.messages import (
     EmbedRequest,
     GenerationFinished,
     ReplyBatch,
+    Resume,
     SessionEvent,
     TokenChunk,
 )
@@ -123,7 +125,11 @@ def asyncapi(topology: Topology | None = None) -> dict[str, Any]:
                     "type 'batch', no correlation_id): each frame is one of the replies above, "
                     "frames of one request in order within and across batches, and one batch may "
                     "hold frames of other requests to the same queue: route and check every frame "
-                    "by its own request_id and user_id."
+                    "by its own request_id and user_id. In batches only, an 'alive' frame says an "
+                    "attempt is still working when it published nothing for a while (the gateway's "
+                    "watchdog). After a Resume, a request's frames may arrive on another reply "
+                    "queue, replayed from the requested seq under the same generation: a reader "
+                    "drops a token whose seq it already has."
                 ),
                 "subscribe": {
                     "message": {
@@ -135,6 +141,7 @@ def asyncapi(topology: Topology | None = None) -> dict[str, Any]:
                                 "embeddings of an EmbedRequest)",
                             ),
                             _message(ChatError, "The generation failed"),
+                            _message(Alive, "The attempt is still working (reply_mode 'batch')"),
                             _message(
                                 ReplyBatch,
                                 "Replies of one or more requests (reply_mode 'batch')",
@@ -145,8 +152,21 @@ def asyncapi(topology: Topology | None = None) -> dict[str, Any]:
                 },
             },
             t.cancel_exchange: {
-                "description": "Fanout exchange; every worker stops the named generation.",
-                "publish": {"message": _message(Cancel, "Stop a generation")},
+                "description": (
+                    "Control fanout exchange every worker listens to: a Cancel stops the named "
+                    "generation (after 'grace' seconds unless a Resume claims it); a Resume "
+                    "re-points a running generation's replies to another reply queue and replays "
+                    "its text from 'from_seq'. Both act only on the request of the named user_id, "
+                    "which the publisher takes from the verified caller, never from a client."
+                ),
+                "publish": {
+                    "message": {
+                        "oneOf": [
+                            _message(Cancel, "Stop a generation"),
+                            _message(Resume, "Re-point a running generation's replies and replay them"),
+                        ]
+                    }
+                },
             },
             t.events_exchange: {
                 "description": (

@@ -31,6 +31,8 @@ TOKEN = "token"
 DONE = "done"
 ERROR = "error"
 CANCEL = "cancel"
+RESUME = "resume"
+ALIVE = "alive"
 BATCH = "batch"
 
 # How a requester wants its replies (``ChatRequest.reply_mode``): one message each, or in batches.
@@ -247,7 +249,21 @@ class ChatError(msgspec.Struct, kw_only=True, tag=ERROR, tag_field="type"):
     retryable: bool = False
 
 
-Reply = TokenChunk | ChatDone | ChatError
+class Alive(msgspec.Struct, kw_only=True, tag=ALIVE, tag_field="type"):
+    """The attempt is still working (waiting for its first token, or between tokens): sent in
+    batches only, for an attempt that published nothing for ``WORKER_ALIVE_SECONDS``, so the
+    gateway's watchdog (``REPLY_STALL_SECONDS``) tells a slow generation from a dead one.
+    ``chunks`` is how many text frames the attempt has made so far."""
+
+    schema_version: int = SCHEMA_VERSION
+    request_id: str
+    user_id: str
+    org_id: str
+    generation: AttemptId
+    chunks: int
+
+
+Reply = TokenChunk | ChatDone | ChatError | Alive
 
 
 class ReplyBatch(msgspec.Struct, kw_only=True, tag=BATCH, tag_field="type"):
@@ -260,21 +276,45 @@ class ReplyBatch(msgspec.Struct, kw_only=True, tag=BATCH, tag_field="type"):
     """
 
     schema_version: int = SCHEMA_VERSION
-    frames: list[TokenChunk | ChatDone | ChatError]
+    frames: list[TokenChunk | ChatDone | ChatError | Alive]
 
 
 # What a reply queue receives: a single reply (reply_mode "message") or a batch of them.
-ReplyMessage = TokenChunk | ChatDone | ChatError | ReplyBatch
+ReplyMessage = TokenChunk | ChatDone | ChatError | Alive | ReplyBatch
 
 
 class Cancel(msgspec.Struct, kw_only=True, tag=CANCEL, tag_field="type"):
-    """Stop a generation; broadcast on the cancel fanout exchange to every worker."""
+    """Stop a generation; broadcast on the control (cancel) fanout exchange to every worker.
+
+    ``grace`` > 0 (a client that disconnected and may resume, ``RESUME_GRACE_SECONDS``): the worker
+    stops the generation only if no :class:`Resume` for it arrives within that many seconds.
+    ``reply_to`` (when set: the canceller's reply queue) makes a stale cancel harmless: a worker
+    ignores it once the generation's replies were re-pointed elsewhere by a Resume."""
 
     schema_version: int = SCHEMA_VERSION
     request_id: str
     user_id: str
     org_id: str
-    reason: Literal["client_disconnected", "deadline_exceeded", "user_cancelled"]
+    reason: Literal["client_disconnected", "deadline_exceeded", "user_cancelled", "stalled"]
+    trace_id: str = ""
+    grace: float = 0.0
+    reply_to: str = ""
+
+
+class Resume(msgspec.Struct, kw_only=True, tag=RESUME, tag_field="type"):
+    """Re-point a running generation's replies: broadcast on the control (cancel) fanout exchange.
+
+    The worker running ``request_id`` for ``user_id`` (the gateway sets ``user_id`` from the
+    verified token, never from the client) publishes the attempt's text frames from ``from_seq``
+    on (from its per-attempt buffer) and everything after them to ``reply_to``, under the same
+    ``generation``, and drops a pending grace cancel. A worker not running it ignores it."""
+
+    schema_version: int = SCHEMA_VERSION
+    request_id: str
+    user_id: str
+    org_id: str
+    reply_to: str
+    from_seq: int = 0
     trace_id: str = ""
 
 
@@ -343,6 +383,8 @@ def decode_request(body: bytes) -> ChatRequest | EmbedRequest:
 
 reply_decoder = msgspec.json.Decoder(ReplyMessage)
 cancel_decoder = msgspec.json.Decoder(Cancel)
+# What the control (cancel) fanout carries: cancels and resumes.
+control_decoder = msgspec.json.Decoder(Cancel | Resume)
 event_decoder = msgspec.json.Decoder(SessionEvent)
 
 # Every message type on the broker, in contract order (the AsyncAPI document lists these).
@@ -352,8 +394,10 @@ ALL_MESSAGES: tuple[type[msgspec.Struct], ...] = (
     TokenChunk,
     ChatDone,
     ChatError,
+    Alive,
     ReplyBatch,
     Cancel,
+    Resume,
     SessionEvent,
     GenerationFinished,
 )

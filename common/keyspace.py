@@ -45,6 +45,11 @@ class Keyspace:
         """Hash session_id -> JSON pointer to the archived object (key, counts, times)."""
         return f"{self.prefix}session_archive:{self.user_tag(user_id)}"
 
+    def archive_synced(self, user_id: str) -> str:
+        """Flag: this Redis has the user's archive pointers (the archive's index was consulted once
+        since the user's data appeared here); absent after Redis lost its data."""
+        return f"{self.prefix}archive_synced:{self.user_tag(user_id)}"
+
     def session_deleted(self, user_id: str, session_id: str) -> str:
         """Tombstone after DELETE, so an archiver already working on the session drops its object."""
         return f"{self.prefix}session_deleted:{self.user_tag(user_id)}:{session_id}"
@@ -62,6 +67,12 @@ class Keyspace:
         """Marker for a cancelled request, so a worker that picks it up later skips it. Scoped to
         the request's owner: a cancel can only ever stop that user's own request."""
         return f"{self.prefix}cancelled:{self.user_tag(user_id)}:{request_id}"
+
+    def chat_record(self, user_id: str, request_id: str) -> str:
+        """Hash: one chat request's outcome (state, generation, text, chunk offsets, final reply),
+        committed once; answers a resumed stream after the generation ended. Under the owner's
+        hash tag, so it is committed in one script with the session's turns. See common/exchanges.py."""
+        return f"{self.prefix}chat:{self.user_tag(user_id)}:{request_id}"
 
     def revoked_jti(self, user_id: str, jti: str) -> str:
         """Denylisted access token; under the user's hash tag so the gateway's admission script

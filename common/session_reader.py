@@ -13,13 +13,16 @@ so the archived turns are read, listed and merged as if nothing had happened; th
 locates too, merges a resumed session into its one existing object. The model's history window
 (:meth:`SessionReader.recent`) does not ask S3 on a session's first chat: it would cost every new
 session an S3 round trip before its first token; once the session was located (read, listed or
-archived) its pointer is back and the history with it.
+archived) its pointer is back and the history with it. Except for a user Redis holds no
+``archive_synced`` flag for (a new user, or Redis lost its data): on such a first chat the user's
+pointers are put back from the archive's index first (:meth:`SessionReader.recover`: one S3
+listing, waited for at most ``RECOVER_WAIT_SECONDS``), then the flag is set, so the model sees the
+archived history and later chats cost S3 nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,9 +31,14 @@ import structlog
 from common.archive import ArchiveCorrupt, ArchivedSession, ArchiveStore, ArchiveUnavailable, merge_turns
 from common.sessions import ArchivePointer, SessionStore, Snapshot, Turn
 
-__all__ = ["Located", "SessionReader", "SessionView"]
+__all__ = ["RECOVER_WAIT_SECONDS", "Located", "SessionReader", "SessionView"]
 
 log = structlog.get_logger(__name__)
+
+# A first chat waits at most this long for the archive's index (an S3 outage costs no chat), and
+# after a failure no first chat asks again for a while (an outage costs no latency either).
+RECOVER_WAIT_SECONDS = 0.5
+RECOVER_PAUSE_SECONDS = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +63,11 @@ class SessionView:
 
 class SessionReader:
     def __init__(
-        self, store: SessionStore, archive: ArchiveStore | None, *, index_wait: float | None = None
+        self,
+        store: SessionStore,
+        archive: ArchiveStore | None,
+        *,
+        index_wait: float | None = None,
     ) -> None:
         """``index_wait``: for a session Redis has but without a pointer (almost always one never
         archived), how long :meth:`locate` waits for the archive's index before going on without
@@ -65,6 +77,7 @@ class SessionReader:
         self._store = store
         self._archive = archive
         self._index_wait = index_wait
+        self._sync_paused_until = 0.0  # loop time: after an archive failure, first chats skip it
 
     async def locate(self, user_id: str, session_id: str) -> Located:
         """Redis state and archive pointer in one atomic read; without a pointer in Redis, the
@@ -112,6 +125,19 @@ class SessionReader:
             log.info("archive_pointers_restored", user_id=user_id, restored=restored)
         return restored
 
+    async def _sync(self, user_id: str) -> None:
+        loop = asyncio.get_running_loop()
+        if self._archive is None or loop.time() < self._sync_paused_until:
+            return
+        try:
+            async with asyncio.timeout(RECOVER_WAIT_SECONDS):
+                await self.recover(user_id)
+        except (ArchiveUnavailable, ArchiveCorrupt, TimeoutError) as exc:
+            log.warning("archive_index_unavailable", error=repr(exc))
+            self._sync_paused_until = loop.time() + RECOVER_PAUSE_SECONDS
+            return  # not synced: a first chat after the pause tries again
+        await self._store.mark_synced(user_id)
+
     async def archived(self, pointer: ArchivePointer | None) -> ArchivedSession | None:
         """The archived object a pointer names (None without one, or when it is gone).
 
@@ -135,14 +161,19 @@ class SessionReader:
         return SessionView(located, merge_turns(archived, live))
 
     def queue_recent(self, pipe: Any, user_id: str, session_id: str, window: int) -> None:
-        """Add the Redis reads of :meth:`recent` (the turns, and the archive pointer for a session
-        Redis has no turns of) to a caller's pipeline, one round trip with other reads; pass their
-        two results to :meth:`recent` as ``prefetched``."""
+        """Add the Redis reads of :meth:`recent` to a caller's pipeline (one round trip with other
+        reads: two results); pass them to :meth:`recent` as ``prefetched`` and ``synced``."""
         self._store.queue_recent(pipe, user_id, session_id, window)
-        self._store.queue_pointer(pipe, user_id, session_id)
+        self._store.queue_synced(pipe, user_id)
 
     async def recent(
-        self, user_id: str, session_id: str, window: int, *, prefetched: Sequence[Any] | None = None
+        self,
+        user_id: str,
+        session_id: str,
+        window: int,
+        *,
+        prefetched: list[bytes] | None = None,
+        synced: bool = True,
     ) -> list[Turn]:
         """The last ``window`` turns for the model: Redis, or the archive when the session left
         Redis and was resumed. An unreachable archive gives no history (the chat goes on) and a
@@ -152,16 +183,13 @@ class SessionReader:
         if prefetched is None:
             turns = await self._store.recent_turns(user_id, session_id, window)
         else:
-            turns = SessionStore.decode_turns(prefetched[0])
+            turns = SessionStore.decode_turns(prefetched)
         if turns:
             return turns
         try:
-            pointer = (
-                await self._store.pointer(user_id, session_id)
-                if prefetched is None
-                else SessionStore.decode_pointer(prefetched[1])
-            )
-            document = await self.archived(pointer)
+            if not synced:  # Redis may have lost the user's pointers (see the module docstring)
+                await self._sync(user_id)
+            document = await self.archived(await self._store.pointer(user_id, session_id))
         except (ArchiveUnavailable, ArchiveCorrupt) as exc:
             log.warning("archived_history_unavailable", error=str(exc))
             return []

@@ -9,14 +9,11 @@ archiver stores and then clears.
 
 from __future__ import annotations
 
-import contextlib
 import time
 import uuid
 from typing import Any, Literal, NamedTuple
 
 import msgspec
-from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import NoScriptError
 
 from common.keyspace import Keyspace
 from common.redis import RedisClient
@@ -33,6 +30,9 @@ class Turn(msgspec.Struct, kw_only=True, omit_defaults=True):
     request_id: str | None = None
     trace_id: str | None = None
     finish_reason: str | None = None
+    # How the exchange ended (assistant turns): done, interrupted (the text the client got),
+    # cancelled, failed. See common/exchanges.py.
+    outcome: str | None = None
 
 
 class SessionMeta(msgspec.Struct, kw_only=True):
@@ -91,39 +91,48 @@ _pointer_decoder = msgspec.json.Decoder(ArchivePointer)
 # command retried after a connection error (common/redis.py) that had in fact run is then a no-op
 # that answers as the first run did.
 
-# KEYS: turns, meta, index, spill, tombstone.
-# ARGV: now, max_turns, max_bytes, org_id, title, sid, request id, trace id, call token, turns...
-_APPEND = """
-local turns_key, meta_key, index_key, spill_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local now, max_turns, max_bytes = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-if redis.call('HGET', meta_key, 'append_token') == ARGV[9] then
-  return {tonumber(redis.call('HGET', meta_key, 'version')), redis.call('LLEN', spill_key)}
+# The append itself, as a Lua function shared with the exchange commit (common/exchanges.py).
+# k1..k5: turns, meta, index, spill, tombstone; a[b] .. a[b+8]: now, max_turns, max_bytes, org_id,
+# title, sid, request id, trace id, call token; the turns are a[b+9] .. a[#a].
+APPEND_TURNS_LUA = """
+local function append_turns(turns_key, meta_key, index_key, spill_key, tomb_key, a, b)
+  local now, max_turns, max_bytes = a[b], tonumber(a[b + 1]), tonumber(a[b + 2])
+  redis.call('DEL', tomb_key)
+  local added = 0
+  for i = b + 9, #a do
+    redis.call('RPUSH', turns_key, a[i])
+    added = added + #a[i]
+  end
+  local bytes = redis.call('HINCRBY', meta_key, 'bytes', added)
+  local length = redis.call('LLEN', turns_key)
+  while length > 1 and (length > max_turns or bytes > max_bytes) do
+    local dropped = redis.call('LPOP', turns_key)
+    redis.call('RPUSH', spill_key, dropped)
+    bytes = redis.call('HINCRBY', meta_key, 'bytes', -#dropped)
+    length = length - 1
+  end
+  redis.call('HSETNX', meta_key, 'created_at', now)
+  redis.call('HSETNX', meta_key, 'org_id', a[b + 3])
+  redis.call('HSETNX', meta_key, 'title', a[b + 4])
+  redis.call('HSET', meta_key, 'last_activity', now, 'turns', length, 'state', 'active')
+  redis.call('HSET', meta_key, 'last_request_id', a[b + 6], 'last_trace_id', a[b + 7])
+  redis.call('HSET', meta_key, 'append_token', a[b + 8])
+  local version = redis.call('HINCRBY', meta_key, 'version', 1)
+  redis.call('ZADD', index_key, now, a[b + 5])
+  return {version, redis.call('LLEN', spill_key)}
 end
-redis.call('DEL', KEYS[5])
-local added = 0
-for i = 10, #ARGV do
-  redis.call('RPUSH', turns_key, ARGV[i])
-  added = added + #ARGV[i]
-end
-local bytes = redis.call('HINCRBY', meta_key, 'bytes', added)
-local length = redis.call('LLEN', turns_key)
-local spilled = 0
-while length > 1 and (length > max_turns or bytes > max_bytes) do
-  local dropped = redis.call('LPOP', turns_key)
-  redis.call('RPUSH', spill_key, dropped)
-  bytes = redis.call('HINCRBY', meta_key, 'bytes', -#dropped)
-  length = length - 1
-  spilled = spilled + 1
-end
-redis.call('HSETNX', meta_key, 'created_at', now)
-redis.call('HSETNX', meta_key, 'org_id', ARGV[4])
-redis.call('HSETNX', meta_key, 'title', ARGV[5])
-redis.call('HSET', meta_key, 'last_activity', now, 'turns', length, 'state', 'active')
-redis.call('HSET', meta_key, 'last_request_id', ARGV[7], 'last_trace_id', ARGV[8], 'append_token', ARGV[9])
-local version = redis.call('HINCRBY', meta_key, 'version', 1)
-redis.call('ZADD', index_key, now, ARGV[6])
-return {version, redis.call('LLEN', spill_key)}
 """
+
+# KEYS: turns, meta, index, spill, tombstone. ARGV: as append_turns's, from 1.
+_APPEND = (
+    APPEND_TURNS_LUA
+    + """
+if redis.call('HGET', KEYS[2], 'append_token') == ARGV[9] then
+  return {tonumber(redis.call('HGET', KEYS[2], 'version')), redis.call('LLEN', KEYS[4])}
+end
+return append_turns(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV, 1)
+"""
+)
 
 # KEYS: meta. ARGV: idle cutoff (or '' for "now, whatever the activity"), call token.
 # Returns {version, org, last request id, last trace id} or nil.
@@ -291,6 +300,13 @@ class SessionStore:
     def decode_pointer(raw: bytes | str | None) -> ArchivePointer | None:
         return None if raw is None else _pointer_decoder.decode(raw)
 
+    def queue_synced(self, pipe: Any, user_id: str) -> None:
+        """Queue the read of the user's archive-synced flag (see Keyspace.archive_synced)."""
+        pipe.exists(self._keys.archive_synced(user_id))
+
+    async def mark_synced(self, user_id: str, ttl: int = 30 * 86_400) -> None:
+        await self._redis.set(self._keys.archive_synced(user_id), "1", ex=ttl)
+
     async def mark_deleted(self, user_id: str, session_id: str, *, deleted: bool = True) -> None:
         """Set (or clear) the tombstone that stops an archiver from storing this session."""
         key = self._keys.session_deleted(user_id, session_id)
@@ -305,6 +321,16 @@ class SessionStore:
     # -- changing --------------------------------------------------------------------------------
     async def append(self, user_id: str, org_id: str, session_id: str, turns: list[Turn]) -> AppendResult:
         """Append turns and touch the session; turns over the cap move to the spill list."""
+        keys, args = self.append_plan(user_id, org_id, session_id, turns)
+        version, spilled = await self._append(keys=keys, args=args)
+        await self.touch(user_id, session_id, float(args[0]))
+        return AppendResult(int(version), int(spilled))
+
+    def append_plan(
+        self, user_id: str, org_id: str, session_id: str, turns: list[Turn]
+    ) -> tuple[list[str], list[Any]]:
+        """The KEYS and ARGV of ``APPEND_TURNS_LUA``'s ``append_turns`` (for a script that
+        appends along with other changes in the user's slot, see common/exchanges.py)."""
         now = time.time()
         title = next((t.content for t in turns if t.role == "user"), "")[: self._title_chars]
         args: list[Any] = [
@@ -326,19 +352,11 @@ class SessionStore:
             self._keys.session_spill(user_id, session_id),
             self._keys.session_deleted(user_id, session_id),
         ]
-        activity = {f"{user_id}/{session_id}": now}
-        if not isinstance(self._redis, RedisCluster):  # a cluster pipeline refuses EVALSHA
-            with contextlib.suppress(NoScriptError):  # a restarted Redis: the script call loads it
-                # One round trip: the script (by its SHA; redis-py's pipelined scripts would ask
-                # SCRIPT EXISTS first) and the activity index (another slot: not in the script).
-                async with self._redis.pipeline(transaction=False) as pipe:
-                    pipe.evalsha(self._append.sha, len(keys), *keys, *args)
-                    pipe.zadd(self._keys.session_activity(), activity)
-                    (version, spilled), _ = await pipe.execute()
-                return AppendResult(int(version), int(spilled))
-        version, spilled = await self._append(keys=keys, args=args)
-        await self._redis.zadd(self._keys.session_activity(), activity)
-        return AppendResult(int(version), int(spilled))
+        return keys, args
+
+    async def touch(self, user_id: str, session_id: str, now: float) -> None:
+        """The session's place in the global activity index (read by the idle sweeper)."""
+        await self._redis.zadd(self._keys.session_activity(), {f"{user_id}/{session_id}": now})
 
     async def end(self, user_id: str, session_id: str, *, idle_cutoff: float | None = None) -> Ended | None:
         """Mark the session ended; with ``idle_cutoff`` only an active one idle since then.

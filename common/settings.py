@@ -111,6 +111,7 @@ class CommonSettings:
     queue_max_length: int
     queue_delivery_limit: int
     job_ttl: int
+    resume_record_seconds: float  # a chat's record outlives its deadline this long (common/exchanges.py)
     http_read_timeout: float
 
     @classmethod
@@ -132,5 +133,6 @@ class CommonSettings:
             queue_max_length=env.int("REQUEST_QUEUE_MAX_LENGTH", 10_000, minimum=1),
             queue_delivery_limit=env.int("REQUEST_DELIVERY_LIMIT", 5, minimum=1),
             job_ttl=env.int("JOB_TTL_SECONDS", 86_400, minimum=60),
+            resume_record_seconds=env.float("RESUME_RECORD_SECONDS", 60.0, minimum=1.0),
             http_read_timeout=env.float("HTTP_READ_TIMEOUT_SECONDS", DEFAULT_HTTP_READ_TIMEOUT, minimum=0.1),
         )

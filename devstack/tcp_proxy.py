@@ -24,6 +24,8 @@ class TcpProxy:
         self._links: set[asyncio.Task[None]] = set()
         self._transports: set[asyncio.WriteTransport] = set()
         self.connections = 0  # accepted since start: shows a client came back
+        self._answers = asyncio.Event()  # cleared: what the target sends is held back
+        self._answers.set()
 
     @property
     def port(self) -> int:
@@ -61,6 +63,18 @@ class TcpProxy:
     async def restore(self) -> None:
         await self.start()
 
+    def retarget(self, host: str, port: int) -> None:
+        """Connections accepted from now on go to ``host:port`` (another gateway, say)."""
+        self._target = (host, port)
+
+    def hold_answers(self, held: bool = True) -> None:
+        """Hold back what the target sends (a broker's confirms, say) while the client's bytes
+        still reach it; ``False`` lets it through again."""
+        if held:
+            self._answers.clear()
+        else:
+            self._answers.set()
+
     async def close(self) -> None:
         await self.cut()
 
@@ -75,7 +89,7 @@ class TcpProxy:
             self._transports.add(side.transport)
         pumps = [
             asyncio.ensure_future(_pump(reader, upstream_writer)),
-            asyncio.ensure_future(_pump(upstream_reader, writer)),
+            asyncio.ensure_future(_pump(upstream_reader, writer, self._answers)),
         ]
         for pump in pumps:
             self._links.add(pump)
@@ -90,9 +104,13 @@ class TcpProxy:
                 pump.cancel()
 
 
-async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def _pump(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, gate: asyncio.Event | None = None
+) -> None:
     with contextlib.suppress(OSError, asyncio.IncompleteReadError):
         while data := await reader.read(65536):
+            if gate is not None:
+                await gate.wait()
             writer.write(data)
             await writer.drain()
 

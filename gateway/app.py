@@ -19,6 +19,7 @@ from aiohttp import web
 from common.amqp import connect, topology_for
 from common.archive import ArchiveStore
 from common.cancels import CancelMarkers
+from common.exchanges import ChatRecords
 from common.http import (
     make_error_middleware,
     no_store_on_prepare,
@@ -50,6 +51,7 @@ from gateway.appkeys import (
     PUBLISHER,
     QUOTA,
     READER,
+    RECORDS,
     REDIS,
     ROUTER,
     SESSIONS,
@@ -90,6 +92,7 @@ async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
     redis = await open_service_redis(common, client_name=f"gateway-{settings.instance_id}")
     app[REDIS] = redis
     app[SESSIONS] = SessionStore(redis, keys)
+    app[RECORDS] = ChatRecords(redis, keys, app[SESSIONS])
     app[JOBS] = JobStore(redis, keys, ttl=common.job_ttl)
     app[ADMISSION] = Admission(
         redis,

@@ -7,6 +7,7 @@ from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnec
 from aiohttp import ClientSession, web
 
 from common.archive import ArchiveStore
+from common.exchanges import ChatRecords
 from common.jobs import JobStore
 from common.keyspace import Keyspace
 from common.redis import RedisClient
@@ -40,6 +41,7 @@ __all__ = [
     "PUBLISHER",
     "QUOTA",
     "READER",
+    "RECORDS",
     "REDIS",
     "REQUEST_ID",
     "ROUTER",
@@ -62,6 +64,7 @@ LIFECYCLE = web.AppKey("lifecycle", Lifecycle)
 # -- the app: resources, each opened and closed by its own cleanup_ctx entry (gateway/app.py) ------
 REDIS: web.AppKey[RedisClient] = web.AppKey("redis")
 SESSIONS = web.AppKey("sessions", SessionStore)
+RECORDS = web.AppKey("records", ChatRecords)
 JOBS = web.AppKey("jobs", JobStore)
 ADMISSION = web.AppKey("admission", Admission)
 QUOTA = web.AppKey("quota", QuotaWatch)

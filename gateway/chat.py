@@ -18,8 +18,9 @@ from gateway.validation import ChatBody, check_model, check_prompt, check_sessio
 _encoder = msgspec.json.Encoder()
 
 
-def _sse(event: str, data: dict[str, Any]) -> bytes:
-    return b"event: " + event.encode() + b"\ndata: " + _encoder.encode(data) + b"\n\n"
+def _sse(event: str, data: dict[str, Any], seq: int) -> bytes:
+    """One event with its ``id:`` (its number in the stream: what ``Last-Event-ID`` resumes after)."""
+    return b"id: %d\nevent: %s\ndata: %s\n\n" % (seq, event.encode(), _encoder.encode(data))
 
 
 def done_payload(done: ChatDone) -> dict[str, Any]:
@@ -39,9 +40,11 @@ def done_payload(done: ChatDone) -> dict[str, Any]:
 
 
 class NativeSse:
-    """``event: token`` / ``event: done`` / ``event: error`` with ``: keep-alive`` heartbeats."""
+    """``event: token`` / ``event: done`` / ``event: error``, each with its ``id:``, and
+    ``: keep-alive`` heartbeats (no id); resumable (gateway/resume.py)."""
 
     heartbeat = b": keep-alive\n\n"
+    resumable = True
 
     def headers(self) -> dict[str, str]:
         return {
@@ -51,13 +54,13 @@ class NativeSse:
         }
 
     def token(self, content: str, seq: int) -> bytes:
-        return _sse("token", {"content": content, "seq": seq})
+        return _sse("token", {"content": content, "seq": seq}, seq)
 
-    def done(self, done: ChatDone, text: str) -> bytes:
-        return _sse("done", done_payload(done))
+    def done(self, done: ChatDone, text: str, seq: int) -> bytes:
+        return _sse("done", done_payload(done), seq)
 
-    def error(self, code: str, message: str) -> bytes:
-        return _sse("error", {"error": code, "message": message})
+    def error(self, code: str, message: str, seq: int) -> bytes:
+        return _sse("error", {"error": code, "message": message}, seq)
 
 
 async def chat(request: web.Request) -> web.StreamResponse:

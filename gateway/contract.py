@@ -81,6 +81,11 @@ HEADERS: Mapping[str, Mapping[str, Any]] = {
     "RateLimit-Reset": {"description": "Seconds until capacity returns.", "schema": {"type": "integer"}},
     "WWW-Authenticate": {"description": "The bearer challenge.", "schema": {"type": "string"}},
     "Location": {"description": "The job's status URL.", "schema": {"type": "string"}},
+    "X-Chat-Request-Id": {
+        "description": "The server's id of this chat request (as `request_id` in `done`): resume "
+        "the stream with `GET /chat/{request_id}/events`.",
+        "schema": {"type": "string"},
+    },
     "Allow": {"description": "The methods the path serves.", "schema": {"type": "string"}},
 }
 

@@ -444,6 +444,9 @@ class TurnView(msgspec.Struct):
     created_at: float
     model: str | None = None
     usage: dict[str, int] | None = None
+    # Assistant turns: how the exchange ended. ``interrupted``: the text the client got, then an
+    # error; ``cancelled``: the client left; ``failed``: the generation failed after some text.
+    outcome: Literal["done", "interrupted", "cancelled", "failed"] | None = None
 
 
 class SessionDetail(msgspec.Struct):

@@ -87,12 +87,13 @@ CHAT_ERRORS: Mapping[int, tuple[str, ...]] = {
     413: ("prompt_too_long",),
     502: (
         "generation_interrupted",
+        "resume_unavailable",
         "model_node_failed",
         "model_stream_failed",
         "model_error",
     ),
     503: ("queue_full", "broker_unavailable", "model_busy", "model_unavailable", "no_model_node"),
-    504: ("deadline_exceeded",),
+    504: ("deadline_exceeded", "generation_stalled"),
 }
 RATE_HEADERS = ("RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset")
 
@@ -110,11 +111,16 @@ def _ref(name: str) -> dict[str, str]:
 NATIVE_EVENTS: Mapping[str, Any] = {
     "description": (
         '`event: token` / `data: {"content", "seq"}` per run of text, then `event: done` (usage) or '
-        '`event: error` / `data: {"error", "message"}`. Lines starting with `:` are heartbeats.'
+        '`event: error` / `data: {"error", "message"}`. Lines starting with `:` are heartbeats. '
+        "Every event has an `id:`: tokens their `seq`, the final event the next number; resume "
+        "after a cut with `GET /chat/{request_id}/events` and `Last-Event-ID`."
     ),
     "type": "object",
-    "required": ["event", "data"],
-    "properties": {"event": {"enum": ["token", "done", "error"]}},
+    "required": ["event", "data", "id"],
+    "properties": {
+        "event": {"enum": ["token", "done", "error"]},
+        "id": {"type": "string", "pattern": "^[0-9]+$"},
+    },
     "if": {"properties": {"event": {"const": "token"}}},
     "then": {"properties": {"data": _json_data(_ref("TokenEvent"))}},
     "else": {
@@ -474,7 +480,7 @@ OPERATIONS: tuple[Operation, ...] = (
             200: Reply(
                 "`stream: true` (default): an event stream; `stream: false`: the whole answer.",
                 m.ChatAnswer,
-                RATE_HEADERS,
+                (*RATE_HEADERS, "X-Chat-Request-Id"),
                 events=NATIVE_EVENTS,
             ),
             202: Reply("`async: true`: the job was queued; poll `status_url`.", m.JobAccepted, ("Location",)),
@@ -483,6 +489,38 @@ OPERATIONS: tuple[Operation, ...] = (
         body_example={"session_id": "session123", "prompt": "שלום, מה שלומך?"},
         errors={**CHAT_ERRORS, 400: (*CHAT_ERRORS[400], "unsupported_parameter", "invalid_parameter")},
         description="Spends one request from the caller's rate limit.",
+    ),
+    Operation(
+        "GET",
+        "/chat/{request_id}/events",
+        "gateway",
+        "resumeChat",
+        "chat",
+        "Resume a chat stream after a cut, on any gateway",
+        {
+            200: Reply(
+                "The events with an id above `Last-Event-ID` (all without it), ending with `done` or "
+                "`error`: from the generation still running, or from the finished answer.",
+                None,
+                ("X-Chat-Request-Id",),
+                events=NATIVE_EVENTS,
+            )
+        },
+        parameters=(
+            _path_param("request_id", "^[0-9a-f]{1,64}$", "the `X-Chat-Request-Id` of a `POST /chat` stream"),
+            {
+                "name": "Last-Event-ID",
+                "in": "header",
+                "required": False,
+                "schema": {"type": "string", "pattern": "^[0-9]{1,9}$"},
+                "description": "the `id:` of the last event received",
+            },
+        ),
+        errors={400: ("invalid_last_event_id",), 404: ("unknown_request",)},
+        description=(
+            "Only the caller's own requests (anyone else's: 404). No second generation is started; "
+            "a finished answer can be resumed for `RESUME_RECORD_SECONDS` past its deadline."
+        ),
     ),
     Operation(
         "POST",

@@ -197,6 +197,8 @@ class OllamaNdjson:
     proxies keep it open) is a chunk with no text, which Ollama's clients take as an empty token.
     """
 
+    resumable = False  # the resume contract is the native stream's (POST /chat)
+
     def __init__(self, model: str, *, generate: bool) -> None:
         self._model = model
         self._generate = generate
@@ -216,14 +218,14 @@ class OllamaNdjson:
     def token(self, content: str, seq: int) -> bytes:
         return self._line({**self._text(content), "done": False})
 
-    def done(self, done: ChatDone, text: str) -> bytes:
+    def done(self, done: ChatDone, text: str, seq: int) -> bytes:
         out = b""
         if done.tool_calls and not self._generate:  # Ollama streams the calls in a line of their own
             message = {"role": "assistant", "content": "", "tool_calls": _ollama_calls(done.tool_calls)}
             out += self._line({"message": message, "done": False})
         return out + self._line({**self._text(""), **_final(done)})
 
-    def error(self, code: str, message: str) -> bytes:
+    def error(self, code: str, message: str, seq: int) -> bytes:
         return _encoder.encode({"error": message, "code": code}) + b"\n"
 
 

@@ -67,6 +67,7 @@ class OpenAISse:
     before the last chunk (``finish_reason: "tool_calls"``)."""
 
     heartbeat = b": keep-alive\n\n"
+    resumable = False  # the resume contract is the native stream's (POST /chat)
 
     def __init__(self, completion_id: str, model: str, created: int, include_usage: bool) -> None:
         self._id = completion_id
@@ -98,7 +99,7 @@ class OpenAISse:
     def token(self, content: str, seq: int) -> bytes:
         return self._chunk(self._delta(content=content), None)
 
-    def done(self, done: ChatDone, text: str) -> bytes:
+    def done(self, done: ChatDone, text: str, seq: int) -> bytes:
         out = b""
         if done.tool_calls:
             out += self._chunk(self._delta(tool_calls=openai_tool_calls(done.tool_calls, indexed=True)), None)
@@ -115,7 +116,7 @@ class OpenAISse:
             out += b"data: " + _encoder.encode(usage) + b"\n\n"
         return out + b"data: [DONE]\n\n"
 
-    def error(self, code: str, message: str) -> bytes:
+    def error(self, code: str, message: str, seq: int) -> bytes:
         return b"data: " + _encoder.encode(openai_error_body(code, message, 502)) + b"\n\n"
 
 

@@ -26,6 +26,7 @@ class TextSse:
     """``data: {text_completion}`` lines, then ``data: [DONE]``."""
 
     heartbeat = b": keep-alive\n\n"
+    resumable = False  # the resume contract is the native stream's (POST /chat)
 
     def __init__(self, completion_id: str, model: str, created: int, include_usage: bool) -> None:
         self._head = {"id": completion_id, "object": "text_completion", "created": created, "model": model}
@@ -41,11 +42,11 @@ class TextSse:
     def token(self, content: str, seq: int) -> bytes:
         return self._line(content, None)
 
-    def done(self, done: ChatDone, text: str) -> bytes:
+    def done(self, done: ChatDone, text: str, seq: int) -> bytes:
         extra = {"usage": usage_of(done)} if self._include_usage else {}
         return self._line("", finish_reason(done), **extra) + b"data: [DONE]\n\n"
 
-    def error(self, code: str, message: str) -> bytes:
+    def error(self, code: str, message: str, seq: int) -> bytes:
         return b"data: " + _encoder.encode(openai_error_body(code, message, 502)) + b"\n\n"
 
 

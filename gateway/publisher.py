@@ -11,7 +11,17 @@ from aio_pika.exceptions import DeliveryError, PublishError
 from aiormq.exceptions import AMQPError, ChannelInvalidStateError
 
 from broker.envelope import envelope, publish
-from broker.messages import CANCEL, CHAT_REQUEST, EMBED_REQUEST, Cancel, ChatRequest, EmbedRequest, encoder
+from broker.messages import (
+    CANCEL,
+    CHAT_REQUEST,
+    EMBED_REQUEST,
+    RESUME,
+    Cancel,
+    ChatRequest,
+    EmbedRequest,
+    Resume,
+    encoder,
+)
 from broker.topology import REQUEST_ROUTING_KEY
 from common.cancels import CancelMarkers
 
@@ -84,7 +94,9 @@ class RequestPublisher:
             log.warning("cancel_publish_failed", request_id=cancel.request_id, error=str(exc))
         try:
             ttl = max(1, int(deadline - time.time()) + 5)
-            await self._markers.mark(cancel.user_id, cancel.request_id, cancel.reason, ttl=ttl)
+            await self._markers.mark(
+                cancel.user_id, cancel.request_id, cancel.reason, ttl=ttl, grace=cancel.grace
+            )
         except Exception as exc:
             log.warning("cancel_mark_failed", request_id=cancel.request_id, error=str(exc))
 
@@ -96,5 +108,16 @@ class RequestPublisher:
             persistent=False,
             request_id=cancel.request_id,
             trace_id=cancel.trace_id,
+        )
+        await publish(self._cancel, "", message)
+
+    async def publish_resume(self, resume: Resume) -> None:
+        """Broadcast a Resume on the same control fanout (gateway/resume.py); not confirmed."""
+        message = envelope(
+            encoder.encode(resume),
+            type=RESUME,
+            persistent=False,
+            request_id=resume.request_id,
+            trace_id=resume.trace_id,
         )
         await publish(self._cancel, "", message)

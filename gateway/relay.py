@@ -2,24 +2,38 @@
 
 ``relay`` publishes a ChatRequest and answers either a stream (in a :class:`StreamFormat`:
 the native SSE events or OpenAI's chunks) or, for non-streaming callers, an :class:`Answer`.
-Every accepted request ends with done or an error within its deadline; a client that goes away
-gets its generation cancelled.
+Every accepted request ends with done or an error within its deadline, and within
+``REPLY_STALL_SECONDS`` of its last reply (the watchdog: a worker that died or hangs, or a request
+no worker took up, ends with ``generation_stalled`` and a cancel, not minutes of heartbeats).
+
+What the session records (common/exchanges.py): the worker commits the outcome; when this gateway
+ends a stream itself (the answer restarted after the client had text, the watchdog, the deadline)
+it settles the exchange as ``interrupted`` with exactly the text the client got, and a request it
+refused (503, not queued) is withdrawn so that a copy that reached the queue anyway is never
+generated or recorded.
+
+Resumable streams (the native ``POST /chat`` stream, see gateway/resume.py): the request's record
+is opened alongside the publish, and a client that goes away gets its generation cancelled only
+after ``RESUME_GRACE_SECONDS`` (the worker waits that long for a Resume before it stops).
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 import structlog
 from aiohttp import web
+from redis.exceptions import RedisError
 
 from broker.messages import Cancel, ChatDone, ChatError, ChatRequest, EmbedRequest, Reply, TokenChunk
+from common.exchanges import exchange_turns
 from common.http import ApiError, StreamingResponse
-from gateway.appkeys import LIFECYCLE, METRICS, PUBLISHER, ROUTER, SETTINGS
-from gateway.publisher import NotQueued, QueueFull
-from gateway.replies import DeadlineExceeded, Heartbeat, Interrupted, ReplyCursor
+from gateway.appkeys import LIFECYCLE, METRICS, PUBLISHER, RECORDS, ROUTER, SETTINGS
+from gateway.publisher import BrokerUnavailable, NotQueued, QueueFull
+from gateway.replies import DeadlineExceeded, Heartbeat, Interrupted, ReplyCursor, Stalled, Superseded
 from gateway.settings import GatewaySettings
 
 log = structlog.get_logger(__name__)
@@ -33,7 +47,13 @@ ERROR_STATUS = {
     "model_not_found": 400,
     "model_rejected_request": 400,  # the node refused what the caller sent (a bad schema, dimensions)
     "generation_interrupted": 502,
+    "generation_stalled": 504,
 }
+
+# The errors this gateway ends a stream with itself: (code, message, cancel reason).
+STALLED = ("generation_stalled", "the model worker stopped answering; please retry", "stalled")
+DEADLINE = ("deadline_exceeded", "the answer did not finish in time", "deadline_exceeded")
+INTERRUPTED = ("generation_interrupted", "the model worker failed mid-answer; please retry", "user_cancelled")
 
 
 def not_queued_error(settings: GatewaySettings, exc: NotQueued, what: str) -> ApiError:
@@ -48,20 +68,38 @@ def not_queued_error(settings: GatewaySettings, exc: NotQueued, what: str) -> Ap
 
 
 class StreamFormat(Protocol):
-    """How replies are written to a streaming client."""
+    """How replies are written to a streaming client; ``seq`` is the event's number in the stream
+    (tokens 0, 1, ..., the final event the next one). ``resumable`` formats get the resume
+    contract (record, grace period, ``X-Chat-Request-Id``)."""
 
     heartbeat: bytes
+    resumable: bool
 
     def headers(self) -> dict[str, str]: ...
     def token(self, content: str, seq: int) -> bytes: ...
-    def done(self, done: ChatDone, text: str) -> bytes: ...
-    def error(self, code: str, message: str) -> bytes: ...
+    def done(self, done: ChatDone, text: str, seq: int) -> bytes: ...
+    def error(self, code: str, message: str, seq: int) -> bytes: ...
 
 
 @dataclass(frozen=True, slots=True)
 class Answer:
     text: str
     done: ChatDone
+
+
+@dataclass(frozen=True, slots=True)
+class Owner:
+    """Whose request a relay serves: the ids a cancel names, and until when anyone waits."""
+
+    request_id: str
+    user_id: str
+    org_id: str
+    trace_id: str
+    deadline: float  # Unix time
+
+    @classmethod
+    def of(cls, request: ChatRequest | EmbedRequest) -> Owner:
+        return cls(request.request_id, request.user_id, request.org_id, request.trace_id, request.deadline)
 
 
 async def relay(
@@ -73,19 +111,39 @@ async def relay(
     loop = asyncio.get_running_loop()
     started = loop.time()
     stream_label = "true" if fmt is not None else "false"
+    resumable = fmt is not None and fmt.resumable
     with router.subscribe(chat_request.request_id, chat_request.user_id) as replies:
+        opened = (
+            loop.create_task(_open_record(app, chat_request))
+            if resumable and isinstance(chat_request, ChatRequest)
+            else None
+        )  # alongside the publish: no added latency
         try:
             await app[PUBLISHER].publish_request(chat_request, router.address)
         except NotQueued as exc:
+            if opened is not None:
+                await asyncio.gather(opened, return_exceptions=True)
             if isinstance(exc, QueueFull):
                 metrics.rejected_busy.inc()
             else:
                 log.error("publish_failed", error=str(exc))
+            if isinstance(exc, BrokerUnavailable) and isinstance(chat_request, ChatRequest):
+                await _withdraw(app, chat_request)
             metrics.requests.labels(exc.code, chat_request.model, stream_label).inc()
             raise not_queued_error(s, exc, "the chat") from None
+        if opened is not None:
+            await opened
         remaining = chat_request.deadline - (chat_request.created_at)
-        cursor = ReplyCursor(replies, deadline_monotonic=started + remaining, heartbeat=s.sse_heartbeat)
-        run = _Relay(request, chat_request, cursor, started)
+        cursor = ReplyCursor(
+            replies, deadline_monotonic=started + remaining, heartbeat=s.sse_heartbeat, stall=s.reply_stall
+        )
+        run = Relay(
+            request,
+            Owner.of(chat_request),
+            cursor,
+            started,
+            chat_request=chat_request if isinstance(chat_request, ChatRequest) else None,
+        )
         try:
             if fmt is not None:
                 return await run.stream(fmt)
@@ -104,45 +162,125 @@ async def relay(
             )
 
 
-class _Relay:
-    """Relays one request's replies; always ends with done or error, or cancels on disconnect."""
+async def _open_record(app: web.Application, chat_request: ChatRequest) -> None:
+    """The request's pending record, so that a resume on any gateway knows it (best effort: a
+    Redis failure only makes the stream unresumable until the worker commits)."""
+    ttl = chat_request.deadline - chat_request.created_at + app[SETTINGS].common.resume_record_seconds
+    try:
+        await app[RECORDS].open(
+            chat_request.user_id, chat_request.request_id, chat_request.session_id, ttl=ttl
+        )
+    except RedisError as exc:
+        log.warning("record_open_failed", error=repr(exc))
+
+
+async def _withdraw(app: web.Application, chat_request: ChatRequest) -> None:
+    """The client is told 503, yet the request may have reached the queue (the confirm was lost):
+    withdraw it, so that it is never generated, and never recorded (common/exchanges.py)."""
+    try:
+        await app[RECORDS].settle(
+            user_id=chat_request.user_id,
+            org_id=chat_request.org_id,
+            request_id=chat_request.request_id,
+            state="withdrawn",
+            generation="",
+            parts=[],
+            final=None,
+            session_id=chat_request.session_id,
+            turns=None,
+            ttl=chat_request.deadline - time.time() + app[SETTINGS].common.resume_record_seconds,
+        )
+    except RedisError as exc:
+        log.error("withdraw_failed", request_id=chat_request.request_id, error=repr(exc))
+
+
+class Relay:
+    """Relays one request's replies; always ends with done or error, or cancels on disconnect.
+
+    ``chat_request`` is the request as published (None for a resumed stream, which this gateway
+    did not start and whose session it does not settle)."""
 
     def __init__(
         self,
         request: web.Request,
-        chat_request: ChatRequest | EmbedRequest,
+        owner: Owner,
         cursor: ReplyCursor,
         started: float,
+        *,
+        chat_request: ChatRequest | None = None,
     ) -> None:
         self.app = request.app
         self.metrics = request.app[METRICS]
         self.request = request
+        self.owner = owner
         self.chat_request = chat_request
         self.cursor = cursor
         self.started = started
         self.outcome = "client_disconnected"
         self._ttft_recorded = False
 
-    def _cancel(self, reason: str) -> None:
+    def _cancel(self, reason: str, grace: float = 0.0) -> None:
+        owner = self.owner
         cancel = Cancel(
-            request_id=self.chat_request.request_id,
-            user_id=self.chat_request.user_id,
-            org_id=self.chat_request.org_id,
+            request_id=owner.request_id,
+            user_id=owner.user_id,
+            org_id=owner.org_id,
             reason=reason,  # type: ignore[arg-type]
-            trace_id=self.chat_request.trace_id,
+            trace_id=owner.trace_id,
+            grace=grace,
+            reply_to=self.app[ROUTER].address,
         )
         self.metrics.cancels.labels(reason).inc()
-        self.app[LIFECYCLE].spawn(self.app[PUBLISHER].cancel(cancel, self.chat_request.deadline))
+        self.app[LIFECYCLE].spawn(self.app[PUBLISHER].cancel(cancel, owner.deadline))
 
     def _first_token(self) -> None:
         if not self._ttft_recorded:
             self._ttft_recorded = True
             self.metrics.ttft.observe(asyncio.get_running_loop().time() - self.started)
 
+    async def _settle(
+        self,
+        parts: list[str],
+        code: str,
+        message: str,
+        state: Literal["interrupted", "failed"] = "interrupted",
+    ) -> None:
+        """The session says what the client saw: ``parts`` (as sent), then this error."""
+        chat_request = self.chat_request
+        if chat_request is None:
+            return
+        error = ChatError(
+            request_id=chat_request.request_id,
+            user_id=chat_request.user_id,
+            org_id=chat_request.org_id,
+            generation=self.cursor.generation or "",
+            error=code,
+            message=message,
+        )
+        text = "".join(parts)
+        record = bool(chat_request.session_id) and chat_request.record and bool(text)
+        try:
+            await self.app[RECORDS].settle(
+                user_id=chat_request.user_id,
+                org_id=chat_request.org_id,
+                request_id=chat_request.request_id,
+                state=state,
+                generation=self.cursor.generation or "",
+                parts=parts,
+                final=error,
+                session_id=chat_request.session_id if chat_request.record else None,
+                turns=exchange_turns(chat_request, text, state, finish_reason=code) if record else None,
+                ttl=chat_request.deadline - time.time() + self.app[SETTINGS].common.resume_record_seconds,
+            )
+        except RedisError as exc:
+            log.error("settle_failed", request_id=chat_request.request_id, error=repr(exc))
+
     async def stream(self, fmt: StreamFormat) -> web.StreamResponse:
-        response = StreamingResponse(headers=fmt.headers())
+        headers = fmt.headers()
+        if fmt.resumable:
+            headers["X-Chat-Request-Id"] = self.owner.request_id
+        response = StreamingResponse(headers=headers)
         self.metrics.in_flight.inc()
-        seq = 0
         parts: list[str] = []
         # Events of replies that arrived together go out in one socket write: ``out`` holds what
         # is not written yet, and is written before waiting for the next reply.
@@ -160,40 +298,45 @@ class _Relay:
                             await response.write(b"".join(out))
                             out.clear()
                         reply = await self.cursor.next()
-                except Interrupted:
-                    await self._stream_error(
-                        response,
-                        fmt,
-                        "generation_interrupted",
-                        "the model worker failed mid-answer; please retry",
-                        out,
-                    )
-                    self._cancel("user_cancelled")
+                except Superseded:
+                    # A resume of this request on this gateway took its replies over (this
+                    # client's connection is gone, though the server had not noticed yet).
+                    self.outcome = "resumed_elsewhere"
                     return response
-                except DeadlineExceeded:
-                    await self._stream_error(
-                        response, fmt, "deadline_exceeded", "the answer did not finish in time", out
+                except (Interrupted, Stalled, DeadlineExceeded) as exc:
+                    code, message, reason = (
+                        INTERRUPTED
+                        if isinstance(exc, Interrupted)
+                        else STALLED
+                        if isinstance(exc, Stalled)
+                        else DEADLINE
                     )
-                    self._cancel("deadline_exceeded")
+                    await self._settle(parts, code, message)
+                    await self._stream_error(response, fmt, code, message, out)
+                    self._cancel(reason)
                     return response
                 if isinstance(reply, Heartbeat):
                     await response.write(fmt.heartbeat)
                 elif isinstance(reply, TokenChunk):
                     self._first_token()
-                    out.append(fmt.token(reply.content, seq))
+                    out.append(fmt.token(reply.content, reply.seq))
                     parts.append(reply.content)
                     self.cursor.mark_delivered()
-                    seq += 1
                 elif isinstance(reply, ChatDone):
-                    out.append(fmt.done(reply, "".join(parts)))
+                    if reply.chunks >= self.cursor.next_seq:  # not already had (a resumed stream)
+                        out.append(fmt.done(reply, "".join(parts), reply.chunks))
                     self.outcome = "ok"
                     await response.write_eof(b"".join(out))
                     return response
                 elif isinstance(reply, ChatError):
+                    # What the client got may be less than the worker sent (lost frames).
+                    await self._settle(parts, reply.error, reply.message, "failed")
                     await self._stream_error(response, fmt, reply.error, reply.message, out)
                     return response
         except (asyncio.CancelledError, ConnectionResetError):
-            self._cancel("client_disconnected")
+            # The client (or this gateway) went away: a resumable stream's generation goes on for
+            # the grace period, so a resume on any gateway can claim it.
+            self._cancel("client_disconnected", self.app[SETTINGS].resume_grace if fmt.resumable else 0.0)
             raise
         finally:
             self.metrics.in_flight.dec()
@@ -204,7 +347,7 @@ class _Relay:
         """End the stream with an error event, after any events not written yet."""
         self.outcome = code
         self.metrics.relay_errors.labels(code).inc()
-        await response.write_eof(b"".join([*out, fmt.error(code, message)]))
+        await response.write_eof(b"".join([*out, fmt.error(code, message, self.cursor.next_seq)]))
 
     async def collect(self) -> Answer:
         parts: list[str] = []
@@ -213,10 +356,12 @@ class _Relay:
             while True:
                 try:
                     reply = await self.cursor.next()
-                except DeadlineExceeded:
-                    self._cancel("deadline_exceeded")
-                    self.outcome = "deadline_exceeded"
-                    raise ApiError(504, "deadline_exceeded", "the answer did not finish in time") from None
+                except (Stalled, DeadlineExceeded) as exc:
+                    code, message, reason = STALLED if isinstance(exc, Stalled) else DEADLINE
+                    await self._settle([], code, message)
+                    self._cancel(reason)
+                    self.outcome = code
+                    raise ApiError(ERROR_STATUS[code], code, message) from None
                 if self.cursor.take_reset():
                     parts.clear()
                 if isinstance(reply, TokenChunk):
@@ -226,6 +371,7 @@ class _Relay:
                     self.outcome = "ok"
                     return Answer("".join(parts), reply)
                 elif isinstance(reply, ChatError):
+                    await self._settle([], reply.error, reply.message, "failed")
                     self.outcome = reply.error
                     self.metrics.relay_errors.labels(reply.error).inc()
                     status = ERROR_STATUS.get(reply.error, 502)

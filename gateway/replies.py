@@ -24,7 +24,7 @@ import msgspec
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 
-from broker.messages import BATCH, Reply, ReplyBatch, reply_decoder
+from broker.messages import BATCH, Alive, Reply, ReplyBatch, TokenChunk, reply_decoder
 from broker.topology import Topology
 from common.runtime import within
 
@@ -75,14 +75,21 @@ class ReplyRouter:
         return len(self._pending)
 
     @contextmanager
-    def subscribe(self, request_id: str, user_id: str) -> Iterator[asyncio.Queue[Reply]]:
+    def subscribe(
+        self, request_id: str, user_id: str, *, takeover: bool = False
+    ) -> Iterator[asyncio.Queue[Reply]]:
         """Register before publishing the request, so no reply can arrive unrouted.
 
         ``request_id`` must be the gateway's own, unique id; a second subscription to the same id
-        is a programming error, refused rather than allowed to steal the first one's replies.
+        is a programming error, refused rather than allowed to steal the first one's replies;
+        except ``takeover`` (a resume by the same user): the first subscriber's cursor then raises
+        :class:`Superseded`.
         """
-        if request_id in self._pending:
-            raise RuntimeError(f"request id {request_id!r} is already being relayed")
+        current = self._pending.get(request_id)
+        if current is not None:
+            if not takeover or current[0] != user_id:
+                raise RuntimeError(f"request id {request_id!r} is already being relayed")
+            current[1].put_nowait(SUPERSEDED)  # type: ignore[arg-type]
         queue: asyncio.Queue[Reply] = asyncio.Queue()
         entry = (user_id, queue)
         self._pending[request_id] = entry
@@ -141,6 +148,22 @@ class DeadlineExceeded(Exception):
     pass
 
 
+class Superseded(Exception):
+    """Another subscription (a resume on this gateway) took this request's replies over."""
+
+
+class _Superseded:
+    """The marker put into a superseded subscriber's queue."""
+
+
+SUPERSEDED = _Superseded()
+
+
+class Stalled(Exception):
+    """No reply (token, done, error or a worker's Alive frame) for the stall interval: the worker
+    died or hangs, or no worker took the request up (``REPLY_STALL_SECONDS``)."""
+
+
 class ReplyCursor:
     """Reads one request's replies in order and hides transparent restarts.
 
@@ -150,25 +173,47 @@ class ReplyCursor:
     when something reached the client with :meth:`mark_delivered`. Replies of a
     generation switched away from are dropped: its worker may come back from a broker disconnect
     and go on publishing an answer the caller has already discarded.
+
+    Token frames are taken in ``seq`` order from ``next_seq`` on (0, or where a resumed client
+    left off): one already had is dropped (a replay, a redelivered request answered from its
+    record), a gap raises :class:`Interrupted`, except on a ``resumed`` stream, where a frame ahead
+    is dropped too: it is one sent before the Resume re-pointed the replies here, and the replay
+    that follows brings it again, in order. Alive frames are not returned: like every reply
+    they only reset the watchdog, which raises :class:`Stalled` after ``stall`` seconds without one.
     """
 
-    def __init__(self, queue: asyncio.Queue[Reply], *, deadline_monotonic: float, heartbeat: float) -> None:
+    def __init__(
+        self,
+        queue: asyncio.Queue[Reply],
+        *,
+        deadline_monotonic: float,
+        heartbeat: float,
+        stall: float | None = None,
+        next_seq: int = 0,
+        resumed: bool = False,
+    ) -> None:
         self._queue = queue
         self._deadline = deadline_monotonic
         self._heartbeat = heartbeat
+        self._stall = stall
+        self._last_reply = asyncio.get_running_loop().time()
         self.generation: str | None = None
+        self.next_seq = next_seq
+        self._resumed = resumed
         self.restarts = 0
         self._delivered = False
         self._reset = False
         self._abandoned: set[str] = set()
 
     async def next(self) -> Reply | Heartbeat:
-        reply = await self._receive()
-        while not isinstance(reply, Heartbeat) and reply.generation in self._abandoned:
+        while True:
             reply = await self._receive()
-        if isinstance(reply, Heartbeat):
-            return reply
-        return self._follow(reply)
+            if isinstance(reply, Heartbeat):
+                return reply
+            if reply.generation not in self._abandoned:
+                followed = self._follow(reply)
+                if followed is not None:
+                    return followed
 
     def next_nowait(self) -> Reply | None:
         """Like :meth:`next`, but None instead of waiting when no reply is queued yet (lets a
@@ -177,11 +222,15 @@ class ReplyCursor:
             raise DeadlineExceeded
         while not self._queue.empty():
             reply = self._queue.get_nowait()
+            if reply is SUPERSEDED:  # type: ignore[comparison-overlap]
+                raise Superseded
             if reply.generation not in self._abandoned:
-                return self._follow(reply)
+                followed = self._follow(reply)
+                if followed is not None:
+                    return followed
         return None
 
-    def _follow(self, reply: Reply) -> Reply:
+    def _follow(self, reply: Reply) -> Reply | None:
         if self.generation is None:
             self.generation = reply.generation
         elif reply.generation != self.generation:
@@ -189,8 +238,19 @@ class ReplyCursor:
                 raise Interrupted
             self._abandoned.add(self.generation)
             self.generation = reply.generation
+            self.next_seq = 0
             self.restarts += 1
             self._reset = True
+        if isinstance(reply, TokenChunk):
+            if reply.seq < self.next_seq:
+                return None  # had it already
+            if reply.seq > self.next_seq:
+                if self._resumed:
+                    return None  # sent before the re-pointing: the replay brings it again
+                raise Interrupted  # a hole in the answer
+            self.next_seq += 1
+        elif isinstance(reply, Alive):
+            return None
         return reply
 
     def mark_delivered(self) -> None:
@@ -204,18 +264,29 @@ class ReplyCursor:
 
     async def _receive(self) -> Reply | Heartbeat:
         loop = asyncio.get_running_loop()
-        remaining = self._deadline - loop.time()
+        now = loop.time()
+        remaining = self._deadline - now
         if remaining <= 0:
             raise DeadlineExceeded
         if self._queue.empty():
+            wait = min(remaining, self._heartbeat)
+            if self._stall is not None:
+                wait = min(wait, max(0.0, self._last_reply + self._stall - now))
             # asyncio.timeout, not wait_for: no extra task per reply (this runs once per chunk).
             try:
-                async with asyncio.timeout(min(remaining, self._heartbeat)):
+                async with asyncio.timeout(wait):
                     reply = await self._queue.get()
             except TimeoutError:
-                if loop.time() >= self._deadline:
+                now = loop.time()
+                if now >= self._deadline:
                     raise DeadlineExceeded from None
+                if self._stall is not None and now >= self._last_reply + self._stall:
+                    raise Stalled from None
                 return HEARTBEAT
+            self._last_reply = loop.time()
         else:
             reply = self._queue.get_nowait()
+            self._last_reply = now
+        if reply is SUPERSEDED:  # type: ignore[comparison-overlap]
+            raise Superseded
         return reply

@@ -30,6 +30,7 @@ from gateway.ollama_models import (
 )
 from gateway.openai import chat_completions, get_model, list_models
 from gateway.openai_completions import completions
+from gateway.resume import chat_events
 from gateway.sessions import delete_own_session, end_own_session, get_own_session, list_own_sessions
 
 __all__ = ["ROUTES", "Access", "Route", "access_of", "add_routes"]
@@ -51,6 +52,7 @@ class Route:
 
 ROUTES: tuple[Route, ...] = (
     Route("POST", "/chat", chat, Access.GENERATION),
+    Route("GET", "/chat/{request_id}/events", chat_events, Access.USER),
     Route("POST", "/v1/chat/completions", chat_completions, Access.GENERATION),
     Route("GET", "/v1/models", list_models, Access.USER),
     Route("GET", "/v1/models/{model_id:.+}", get_model, Access.USER),

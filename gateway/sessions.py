@@ -58,6 +58,8 @@ def _turn(t: Turn) -> dict[str, Any]:
         out["model"] = t.model
     if t.usage:
         out["usage"] = t.usage
+    if t.outcome:
+        out["outcome"] = t.outcome  # done, interrupted (the text the client got), cancelled, failed
     return out
 
 

@@ -31,6 +31,8 @@ class GatewaySettings:
     max_body_bytes: int
     prompt_max_chars: int
     sse_heartbeat: float
+    reply_stall: float
+    resume_grace: float
     busy_retry_after: int
     publish_timeout: float
     drain_seconds: float
@@ -87,6 +89,10 @@ class GatewaySettings:
             max_body_bytes=env.int("MAX_BODY_BYTES", 256 * 1024, minimum=1024),
             prompt_max_chars=env.int("PROMPT_MAX_CHARS", 32_000, minimum=1),
             sse_heartbeat=env.float("SSE_HEARTBEAT_SECONDS", 10.0, minimum=0.05),
+            # The watchdog: no reply at all (not even a worker's Alive frame) this long -> error.
+            reply_stall=env.float("REPLY_STALL_SECONDS", 15.0, minimum=0.1),
+            # A client that disconnects has this long to resume before its generation is cancelled.
+            resume_grace=env.float("RESUME_GRACE_SECONDS", 10.0, minimum=0.0),
             busy_retry_after=env.int("BUSY_RETRY_AFTER_SECONDS", 2, minimum=1),
             publish_timeout=env.float("PUBLISH_TIMEOUT_SECONDS", 5.0, minimum=0.1),
             drain_seconds=env.float("DRAIN_SECONDS", 3.0, minimum=0.0),

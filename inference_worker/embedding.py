@@ -57,11 +57,13 @@ class Embedder:
             await replies.error("deadline_exceeded", "the embeddings did not finish in time")
             return
         await replies.done(
-            model=request.model,
-            done_reason="stop",
-            usage=result.usage,
-            node=result.node,
-            embeddings=result.vectors,
+            replies.done_reply(
+                model=request.model,
+                done_reason="stop",
+                usage=result.usage,
+                node=result.node,
+                embeddings=result.vectors,
+            )
         )
         self._metrics.generations.labels("ok", request.model).inc()
         log.info("embedding_finished", model=request.model, inputs=len(request.input), node=result.node)

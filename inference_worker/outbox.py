@@ -13,6 +13,11 @@ or at once through :meth:`Outbox.flush` (a first token, a done, an error). While
 flight, what arrives meanwhile waits for the next one, so urgent frames of many generations share a
 message under load (group commit) and none waits for a tick.
 
+Each attempt also keeps what it sent as a replay buffer (its text, and the char offset where each
+``seq`` starts; references to the strings the generation holds anyway, and dropped past
+``REPLAY_MAX_CHARS``), so a resumed stream can be replayed from any ``seq`` to another reply
+queue (:meth:`Outbox.add_ready` takes such prebuilt frames, and the liveness frames).
+
 Publishing is not confirmed (see the README's broker facts). A batch that cannot be published is
 logged and counted, and every attempt with a frame in it is marked failed (:class:`Attempt`):
 its later text and its done are dropped, and its generation is told (:class:`RepliesLost`), so
@@ -32,10 +37,12 @@ from aio_pika.abc import AbstractExchange
 
 from broker.envelope import envelope, publish
 from broker.messages import (
+    ALIVE,
     BATCH,
     DONE,
     ERROR,
     TOKEN,
+    Alive,
     ChatDone,
     ChatError,
     Reply,
@@ -52,6 +59,8 @@ __all__ = ["Attempt", "Outbox", "RepliesLost"]
 
 # A batch this large is published without waiting for the tick (bounds message size and memory).
 MAX_BATCH_CHARS = 64 * 1024
+# An attempt's replay buffer stops past this much text (its stream can no longer be resumed).
+REPLAY_MAX_CHARS = 1024 * 1024
 
 
 class RepliesLost(Exception):
@@ -70,6 +79,49 @@ class Attempt:
     trace_id: str = ""
     chunks: int = 0
     failure: BaseException | None = None
+    # The replay buffer: the text sent (``parts``), where each seq starts, and the last frame.
+    parts: list[str] = field(default_factory=list)
+    offsets: list[int] = field(default_factory=list)
+    chars: int = 0
+    replayable: bool = True
+    final: ChatDone | ChatError | None = None
+    last_frame: float = 0.0  # loop time of the last frame added (the liveness ticker reads it)
+
+    def buffer(self, text: str, new_frame: bool) -> None:
+        if new_frame:
+            self.offsets.append(self.chars)
+        self.chars += len(text)
+        if self.replayable:
+            if self.chars > REPLAY_MAX_CHARS:
+                self.replayable = False
+                self.parts.clear()
+            else:
+                self.parts.append(text)
+
+    def replay(self, from_seq: int) -> list[TokenChunk]:
+        """The text frames from ``from_seq`` on, as they were sent."""
+        text = "".join(self.parts)
+        ends = [*self.offsets[1:], self.chars]
+        return [
+            TokenChunk(
+                request_id=self.request_id,
+                user_id=self.user_id,
+                org_id=self.org_id,
+                generation=self.attempt_id,
+                seq=seq,
+                content=text[self.offsets[seq] : ends[seq]],
+            )
+            for seq in range(max(0, from_seq), len(self.offsets))
+        ]
+
+    def alive(self) -> Alive:
+        return Alive(
+            request_id=self.request_id,
+            user_id=self.user_id,
+            org_id=self.org_id,
+            generation=self.attempt_id,
+            chunks=self.chunks,
+        )
 
 
 @dataclass(slots=True, eq=False)
@@ -93,10 +145,12 @@ class _Text:
 
 @dataclass(slots=True, eq=False)
 class _Final:
-    attempt: Attempt
-    final: ChatDone | ChatError
+    """A frame that is whole when added: a done or error, a replayed token, a liveness frame."""
 
-    def reply(self) -> ChatDone | ChatError:
+    attempt: Attempt
+    final: Reply
+
+    def reply(self) -> Reply:
         return self.final
 
 
@@ -151,21 +205,34 @@ class Outbox:
     def add_text(self, attempt: Attempt, text: str) -> None:
         """Append generated text: to the attempt's waiting text frame, or as a new frame."""
         batch = self._added(len(text))
+        attempt.last_frame = self.last_active
         frame = batch.open_text.get(attempt)
         if frame is None or frame.size >= self._max_chars:
             frame = _Text(attempt, attempt.chunks, [text], len(text))
             attempt.chunks += 1
             batch.frames.append(frame)
             batch.open_text[attempt] = frame
+            attempt.buffer(text, True)
         else:
             frame.parts.append(text)
             frame.size += len(text)
+            attempt.buffer(text, False)
 
     def add_final(self, attempt: Attempt, final: ChatDone | ChatError) -> None:
         """Append the attempt's last frame; no text of it follows."""
-        batch = self._added(0)
-        batch.frames.append(_Final(attempt, final))
-        batch.open_text.pop(attempt, None)
+        attempt.final = final
+        self.add_ready(attempt, final)
+        self._batch.open_text.pop(attempt, None)
+
+    def add_ready(self, attempt: Attempt, reply: Reply) -> None:
+        """Append a frame that is complete as it is (a replayed token, a liveness frame)."""
+        batch = self._added(len(reply.content) if isinstance(reply, TokenChunk) else 0)
+        attempt.last_frame = self.last_active
+        batch.frames.append(_Final(attempt, reply))
+
+    def seal(self, attempt: Attempt) -> None:
+        """The attempt's waiting text frame takes no more text (its replies moved elsewhere)."""
+        self._batch.open_text.pop(attempt, None)
 
     def _added(self, chars: int) -> _Batch:
         batch = self._batch
@@ -270,6 +337,8 @@ class Outbox:
 
 def _single(attempt: Attempt, reply: Reply) -> aio_pika.Message:
     kind = TOKEN if isinstance(reply, TokenChunk) else DONE if isinstance(reply, ChatDone) else ERROR
+    if isinstance(reply, Alive):
+        kind = ALIVE
     return envelope(
         encoder.encode(reply),
         type=kind,

@@ -18,6 +18,13 @@ flight), independent of the number of streams. Requests without it (integrators'
 ``correlation_id`` = request id.
 
 Async jobs have no reply queue: their streams publish nothing (the job record holds the outcome).
+
+Liveness and resume (batch mode, the gateway's): every ``alive_interval`` (``WORKER_ALIVE_SECONDS``)
+an attempt that published nothing for that long gets an :class:`~broker.messages.Alive` frame, so
+the gateway's watchdog tells a slow generation (a long time to first token, a slow model) from a
+dead worker. :meth:`ReplyStream.repoint` (a :class:`~broker.messages.Resume`) moves an attempt's
+replies to another reply queue and replays its text frames from the requested ``seq`` out of the
+attempt's buffer, then its done or error if it has one.
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ import asyncio
 
 from aio_pika.abc import AbstractExchange
 
-from broker.messages import ChatDone, ChatError, ChatRequest, EmbedRequest, ReplyMode, ToolCall, Usage
+from broker.messages import ChatDone, ChatError, ChatRequest, EmbedRequest, Reply, ReplyMode, ToolCall, Usage
 from inference_worker.metrics import WorkerMetrics
 from inference_worker.outbox import Attempt, Outbox, RepliesLost
 
@@ -41,32 +48,65 @@ class ReplyBatcher:
     ``start()`` it once, ``close()`` it after the generations finished (it publishes what is left)."""
 
     def __init__(
-        self, exchange: AbstractExchange, *, interval: float, max_chars: int, metrics: WorkerMetrics
+        self,
+        exchange: AbstractExchange,
+        *,
+        interval: float,
+        max_chars: int,
+        metrics: WorkerMetrics,
+        alive_interval: float = 5.0,
     ) -> None:
         self._exchange = exchange
         self.interval = interval
         self._max_chars = max_chars
         self._metrics = metrics
+        self._alive_interval = alive_interval
         self._outboxes: dict[tuple[str, ReplyMode], Outbox] = {}
         self._work = asyncio.Event()
         self._ticker: asyncio.Task[None] | None = None
+        self._alive_ticker: asyncio.Task[None] | None = None
+        self.live: set[ReplyStream] = set()  # attempts a gateway relays (batch mode), not ended
 
     def start(self) -> None:
+        loop = asyncio.get_running_loop()
         if self.interval > 0 and self._ticker is None:
-            self._ticker = asyncio.get_running_loop().create_task(self._tick())
+            self._ticker = loop.create_task(self._tick())
+        if self._alive_interval > 0 and self._alive_ticker is None:
+            self._alive_ticker = loop.create_task(self._keep_alive())
 
     async def close(self) -> None:
-        ticker, self._ticker = self._ticker, None
-        if ticker is not None:
-            ticker.cancel()
-            await asyncio.gather(ticker, return_exceptions=True)
+        tickers, self._ticker, self._alive_ticker = (self._ticker, self._alive_ticker), None, None
+        for ticker in tickers:
+            if ticker is not None:
+                ticker.cancel()
+                await asyncio.gather(ticker, return_exceptions=True)
         outboxes = list(self._outboxes.values())
         self._outboxes.clear()
         await asyncio.gather(*(outbox.close() for outbox in outboxes))
 
-    def stream(self, request: ChatRequest | EmbedRequest, reply_to: str, attempt_id: str) -> ReplyStream:
-        """The replies of one attempt at ``request`` (``reply_to`` empty: an async job)."""
-        return ReplyStream(self, request, reply_to, attempt_id)
+    def stream(
+        self,
+        request: ChatRequest | EmbedRequest,
+        reply_to: str,
+        attempt_id: str,
+        *,
+        redelivered: bool = False,
+    ) -> ReplyStream:
+        """The replies of one attempt at ``request`` (``reply_to`` empty: an async job); release
+        it with :meth:`ReplyStream.release` when the attempt ends."""
+        stream = ReplyStream(self, request, reply_to, attempt_id, redelivered=redelivered)
+        if reply_to and request.reply_mode == "batch":
+            self.live.add(stream)
+        return stream
+
+    async def _keep_alive(self) -> None:
+        """Every ``alive_interval``: an Alive frame for each live attempt silent that long."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self._alive_interval)
+            quiet_since = loop.time() - self._alive_interval
+            for stream in list(self.live):
+                stream.keep_alive(quiet_since)
 
     def outbox(self, reply_to: str, mode: ReplyMode) -> Outbox:
         key = (reply_to, mode)
@@ -109,17 +149,84 @@ class ReplyStream:
     when the error itself is not published."""
 
     def __init__(
-        self, batcher: ReplyBatcher, request: ChatRequest | EmbedRequest, reply_to: str, attempt_id: str
+        self,
+        batcher: ReplyBatcher,
+        request: ChatRequest | EmbedRequest,
+        reply_to: str,
+        attempt_id: str,
+        *,
+        redelivered: bool = False,
     ) -> None:
         self._batcher = batcher
         self._request = request
         self._reply_to = reply_to
+        self.redelivered = redelivered
         self.attempt = Attempt(
             request_id=request.request_id,
             user_id=request.user_id,
             org_id=request.org_id,
             attempt_id=attempt_id,
             trace_id=request.trace_id,
+            last_frame=asyncio.get_running_loop().time(),
+        )
+
+    @property
+    def reply_to(self) -> str:
+        return self._reply_to
+
+    def release(self) -> None:
+        """The attempt ended: no more liveness frames, no resume."""
+        self._batcher.live.discard(self)
+
+    def keep_alive(self, quiet_since: float) -> None:
+        """An Alive frame when the attempt published nothing since ``quiet_since``."""
+        attempt = self.attempt
+        if attempt.final is None and attempt.last_frame <= quiet_since:
+            self._outbox().add_ready(attempt, attempt.alive())
+
+    def repoint(self, reply_to: str, from_seq: int) -> None:
+        """Send this attempt's replies to ``reply_to`` from now on, after its text frames from
+        ``from_seq`` (and its done or error, if it has one) replayed from the buffer.
+
+        Refused with an error frame to ``reply_to`` when the buffer overflowed, or when this
+        attempt is a redelivery and the client already has text (which may be another attempt's).
+        """
+        attempt = self.attempt
+        if self not in self._batcher.live:
+            return
+        target = self._batcher.outbox(reply_to, "batch")
+        if not attempt.replayable or (self.redelivered and from_seq > 0):
+            code = "resume_unavailable" if not attempt.replayable else "generation_interrupted"
+            target.add_ready(attempt, self._error_reply(code, "the answer cannot be resumed; please retry"))
+            target.wake()
+            return
+        self._outbox().seal(attempt)
+        self._reply_to = reply_to
+        attempt.failure = None  # what was lost on the old queue is replayed to the new one
+        for chunk in attempt.replay(from_seq):
+            target.add_ready(attempt, chunk)
+        if attempt.final is not None:
+            target.add_ready(attempt, attempt.final)
+        target.wake()
+
+    async def replay(self, frames: list[Reply]) -> None:
+        """Publish prebuilt frames (a redelivered request answered from its record)."""
+        if not self._reply_to or not frames:
+            return
+        outbox = self._outbox()
+        for frame in frames:
+            outbox.add_ready(self.attempt, frame)
+        await outbox.flush()
+
+    def _error_reply(self, code: str, message: str) -> ChatError:
+        request = self._request
+        return ChatError(
+            request_id=request.request_id,
+            user_id=request.user_id,
+            org_id=request.org_id,
+            generation=self.attempt.attempt_id,
+            error=code,
+            message=message,
         )
 
     @property
@@ -142,7 +249,7 @@ class ReplyStream:
         elif self._batcher.interval <= 0:
             outbox.wake()
 
-    async def done(
+    def done_reply(
         self,
         *,
         model: str,
@@ -151,10 +258,10 @@ class ReplyStream:
         node: str | None,
         tool_calls: list[ToolCall] | None = None,
         embeddings: list[list[float]] | None = None,
-    ) -> None:
-        """Publish the attempt's done (with everything before it); returns once it is published."""
+    ) -> ChatDone:
+        """The attempt's done, as it will be sent (and recorded)."""
         request = self._request
-        done = ChatDone(
+        return ChatDone(
             request_id=request.request_id,
             user_id=request.user_id,
             org_id=request.org_id,
@@ -168,9 +275,13 @@ class ReplyStream:
             tool_calls=tool_calls,
             embeddings=embeddings,
         )
+
+    async def done(self, done: ChatDone) -> None:
+        """Publish the attempt's done (with everything before it); returns once it is published."""
         if not self._reply_to:
             return
         self._raise_lost()
+        self.release()
         outbox = self._outbox()
         outbox.add_final(self.attempt, done)
         await outbox.flush()
@@ -180,15 +291,8 @@ class ReplyStream:
         """Publish the attempt's error; returns once it is published."""
         if not self._reply_to:
             return
-        request = self._request
-        error = ChatError(
-            request_id=request.request_id,
-            user_id=request.user_id,
-            org_id=request.org_id,
-            generation=self.attempt.attempt_id,
-            error=code,
-            message=message,
-        )
+        error = self._error_reply(code, message)
+        self.release()
         outbox = self._outbox()
         outbox.add_final(self.attempt, error)
         await outbox.flush()

@@ -21,6 +21,7 @@ class WorkerSettings:
     ollama_probe_interval: float
     chunk_flush_ms: float
     chunk_max_chars: int
+    alive_seconds: float
     history_window: int
     session_max_turns: int
     session_max_bytes: int
@@ -50,6 +51,8 @@ class WorkerSettings:
             ollama_probe_interval=env.float("OLLAMA_PROBE_INTERVAL_SECONDS", 10.0, minimum=0.05),
             chunk_flush_ms=env.float("CHUNK_FLUSH_MS", 15.0, minimum=0.0),
             chunk_max_chars=env.int("CHUNK_MAX_CHARS", 96, minimum=1),
+            # An attempt silent this long sends an Alive frame (well under REPLY_STALL_SECONDS).
+            alive_seconds=env.float("WORKER_ALIVE_SECONDS", 5.0, minimum=0.05),
             history_window=env.int("HISTORY_WINDOW_TURNS", 20, minimum=0),
             session_max_turns=env.int("SESSION_MAX_TURNS", 200, minimum=2),
             session_max_bytes=env.int("SESSION_MAX_BYTES", 512 * 1024, minimum=1024),

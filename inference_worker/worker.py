@@ -6,12 +6,16 @@ place it is acked or rejected: acked only when its done/error reply is published
 any more), requeued when even the error reply could not be published or the worker stops past its
 grace period, dead-lettered when it is invalid. A worker that dies mid-generation has its request
 redelivered (the gateway decides whether that is transparent). Replies leave through the worker's
-one :class:`~inference_worker.replies.ReplyBatcher`.
+one :class:`~inference_worker.replies.ReplyBatcher`; cancels and resumes reach the running requests
+through :class:`~inference_worker.control.Controls`; each request's outcome is committed once, with
+its session's turns (:mod:`common.exchanges`), and a request answered before is answered again
+from its record, never generated twice.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import time
 import uuid
@@ -25,6 +29,7 @@ from aio_pika.abc import (
     AbstractIncomingMessage,
     AbstractRobustConnection,
 )
+from redis.exceptions import RedisError
 
 from broker.events import (
     UsageOutcome,
@@ -33,10 +38,11 @@ from broker.events import (
     publish_session_event,
     session_event,
 )
-from broker.messages import ChatRequest, EmbedRequest, cancel_decoder, decode_request
+from broker.messages import ChatDone, ChatError, ChatRequest, EmbedRequest, Reply, decode_request
 from common.amqp import connect, ready_messages, topology_for
 from common.archive import ArchiveStore
 from common.cancels import CancelMarkers
+from common.exchanges import FINAL_STATES, ChatRecords, RecordState, exchange_turns
 from common.health import broker_and_redis_ready
 from common.jobs import JobStore
 from common.keyspace import Keyspace
@@ -45,6 +51,7 @@ from common.redis import RedisClient, open_service_redis
 from common.service import Service
 from common.session_reader import SessionReader
 from common.sessions import SessionStore, Turn
+from inference_worker.control import Controls
 from inference_worker.delivery import DeadLetter, Outcome, settled
 from inference_worker.embedding import Embedder
 from inference_worker.generation import Completion, ModelCaller, Progress
@@ -74,6 +81,7 @@ class InferenceWorker(Service):
         )
         self._redis: RedisClient | None = None
         self._sessions: SessionStore | None = None
+        self._records: ChatRecords | None = None
         self._jobs: JobStore | None = None
         self._connection: AbstractRobustConnection | None = None
         self._channels: tuple[AbstractChannel, ...] = ()
@@ -85,8 +93,7 @@ class InferenceWorker(Service):
         # Every message being handled (the slots in use), and the running requests by (owner,
         # request id): a cancel stops only its own user's request.
         self._running: set[asyncio.Task[None]] = set()
-        self._cancellable: dict[tuple[str, str], asyncio.Task[None]] = {}
-        self._cancel_reasons: dict[tuple[str, str], str] = {}
+        self._controls = Controls()
         self.metrics.slots.set(settings.concurrency)
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -100,6 +107,7 @@ class InferenceWorker(Service):
             redis, self.keys, max_turns=s.session_max_turns, max_bytes=s.session_max_bytes
         )
         self._jobs = JobStore(redis, self.keys, ttl=s.common.job_ttl)
+        self._records = ChatRecords(redis, self.keys, self._sessions)
         http = await teardown.enter(
             "http_close",
             10,
@@ -116,6 +124,7 @@ class InferenceWorker(Service):
             redis,
             CancelMarkers(redis, self.keys),
             SessionReader(self._sessions, archive),
+            self._records,
             window=s.history_window,
         )
         self._connection = connection = await connect(
@@ -133,13 +142,14 @@ class InferenceWorker(Service):
             interval=s.chunk_flush_ms / 1000,
             max_chars=s.chunk_max_chars,
             metrics=self.metrics,
+            alive_interval=s.alive_seconds,
         )
         self._replies.start()
         # Runs after the drain (steps run last-registered first): what the last answers left goes out.
         teardown.push("replies_close", 5, self._replies.close)
         cancel_queue = await consume_channel.declare_queue(exclusive=True, auto_delete=True)
         await cancel_queue.bind(declared.cancel)
-        await cancel_queue.consume(self._on_cancel, no_ack=True)
+        await cancel_queue.consume(self._controls.on_message, no_ack=True)
         prober = NodeProber(
             self.pool,
             ollama,
@@ -200,13 +210,11 @@ class InferenceWorker(Service):
                 key = (request.user_id, request.request_id)
                 task = asyncio.current_task()
                 assert task is not None
-                self._cancellable[key] = task
+                self._controls.running(key, task)
                 try:
                     await self._handle(message, request)
                 finally:
-                    if self._cancellable.get(key) is task:  # a redelivered copy may have taken it
-                        del self._cancellable[key]
-                        self._cancel_reasons.pop(key, None)
+                    self._controls.finished(key, task)
         except Exception as exc:  # settled() requeued the message; nobody awaits this task
             log.error("request_requeued", error=repr(exc), message_id=message.message_id)
 
@@ -227,18 +235,6 @@ class InferenceWorker(Service):
             raise DeadLetter("no reply_to and no job")
         return request
 
-    async def _on_cancel(self, message: AbstractIncomingMessage) -> None:
-        try:
-            cancel = cancel_decoder.decode(message.body)
-        except (msgspec.ValidationError, msgspec.DecodeError):
-            log.warning("cancel_ignored_invalid")
-            return
-        key = (cancel.user_id, cancel.request_id)
-        task = self._cancellable.get(key)
-        if task is not None and not task.done():
-            self._cancel_reasons[key] = cancel.reason
-            task.cancel(msg="cancelled")
-
     async def _handle(self, message: AbstractIncomingMessage, request: ChatRequest | EmbedRequest) -> None:
         """Answer ``request``. Returns once its outcome reached the client (done or error
         published) or nobody waits for it any more; raises only when the client could not be told
@@ -255,7 +251,11 @@ class InferenceWorker(Service):
             return
         # This attempt's id (the ``generation`` field of every reply): a redelivered request gets
         # a new one, so the gateway can tell a restarted answer from the one it was relaying.
-        replies = self._replies.stream(request, message.reply_to or "", uuid.uuid4().hex[:12])
+        replies = self._replies.stream(
+            request, message.reply_to or "", uuid.uuid4().hex[:12], redelivered=bool(message.redelivered)
+        )
+        key = (request.user_id, request.request_id)
+        self._controls.streaming(key, replies)
         started = time.time()
         progress = Progress()
         if message.redelivered:
@@ -266,7 +266,14 @@ class InferenceWorker(Service):
                 self.metrics.generations.labels("expired", request.model).inc()
                 await self._fail(request, replies, "deadline_exceeded", "deadline passed")
                 return
-            cancelled, history = await self._history.prefetch(request)
+            cancelled, history, record_state, cancel_at = await self._history.prefetch(request)
+            if cancel_at is not None:  # its client went away while it waited, and may resume
+                self._controls.cancel_at(key, cancel_at)
+            if not cancelled and record_state in FINAL_STATES:
+                # Answered before (a redelivery after the outcome was committed): never a second
+                # generation; the client still waiting gets the recorded answer.
+                await self._answer_from_record(request, replies)
+                return
             if not cancelled and request.job_id:
                 cancelled = await self._start_job(request)
             if cancelled:
@@ -280,7 +287,7 @@ class InferenceWorker(Service):
                 self.metrics.errors.labels(exc.code).inc()
                 log.warning("generation_failed", error=exc.code, detail=str(exc))
                 await self._report(request, "failed", progress.tokens)
-                await self._fail(request, replies, exc.code, str(exc))
+                await self._fail(request, replies, exc.code, str(exc), progress)
                 return
             except TimeoutError:
                 self.metrics.generations.labels("expired", request.model).inc()
@@ -301,7 +308,7 @@ class InferenceWorker(Service):
                 duration_ms=round((time.time() - started) * 1000, 1),
             )
         except asyncio.CancelledError:
-            reason = self._cancel_reasons.get((request.user_id, request.request_id))
+            reason = self._controls.reason(key)
             if reason is None:
                 raise  # shutdown past the grace period: settled() requeues the request
             current = asyncio.current_task()
@@ -311,6 +318,8 @@ class InferenceWorker(Service):
             self._record_partial(progress, request)
             await self._report(request, "cancelled", progress.tokens)
             log.info("generation_cancelled", reason=reason, partial_tokens=progress.tokens)
+            with contextlib.suppress(RedisError):  # nobody waits: a lost record only loses history
+                await self._commit(request, replies, "cancelled", progress.text(), None)
             if request.job_id and self._jobs is not None:
                 await self._jobs.finish(
                     request.user_id,
@@ -326,6 +335,8 @@ class InferenceWorker(Service):
             await self._report(request, "failed", progress.tokens)
             await self._fail(request, replies, "internal_error", "the worker failed", progress)
         finally:
+            replies.release()
+            self._controls.ended(key, replies)
             structlog.contextvars.unbind_contextvars("request_id", "trace_id", "user_id")
 
     async def _report(
@@ -350,12 +361,60 @@ class InferenceWorker(Service):
         try:
             await self._embedder.answer(request, replies)
         except asyncio.CancelledError:
-            if key not in self._cancel_reasons:
+            if self._controls.reason(key) is None:
                 raise  # shutdown past the grace period: settled() requeues the request
             current = asyncio.current_task()
             if current is not None:
                 current.uncancel()
             self.metrics.generations.labels("cancelled", request.model).inc()
+        finally:
+            replies.release()
+
+    async def _commit(
+        self,
+        request: ChatRequest,
+        replies: ReplyStream,
+        state: RecordState,
+        text: str,
+        final: ChatDone | ChatError | None,
+        *,
+        usage: dict[str, int] | None = None,
+        finish_reason: str | None = None,
+    ) -> tuple[bool, int, int]:
+        """Record the exchange once (common/exchanges.py): the request's record, and its turns in
+        the session (for an answer, or any text sent). A no-op when the request already has a
+        final record (a redelivery; the gateway's own outcome)."""
+        assert self._records is not None and self._sessions is not None
+        record_turns = request.session_id is not None and request.record and (state == "done" or bool(text))
+        turns = exchange_turns(request, text, state, usage, finish_reason) if record_turns else None
+        committed, version, spilled = await self._records.commit(
+            user_id=request.user_id,
+            org_id=request.org_id,
+            request_id=request.request_id,
+            state=state,
+            generation=replies.attempt.attempt_id,
+            text=text,
+            offsets=replies.attempt.offsets,
+            final=final,
+            session_id=request.session_id if turns else None,
+            turns=turns,
+            ttl=request.deadline - time.time() + self.settings.common.resume_record_seconds,
+        )
+        if committed and turns and request.session_id:
+            await self._sessions.touch(request.user_id, request.session_id, time.time())
+        return committed, version, spilled
+
+    async def _answer_from_record(self, request: ChatRequest, replies: ReplyStream) -> None:
+        """Publish a committed answer again (its own generation and seqs: the gateway drops what
+        it has)."""
+        assert self._records is not None
+        record = await self._records.get(request.user_id, request.request_id)
+        log.info("request_already_answered", state=record.state if record else None)
+        if record is None or record.final is None:
+            return
+        frames: list[Reply] = [*record.chunks(request.user_id, request.org_id, request.request_id)]
+        frames.append(record.final)
+        await replies.replay(frames)
 
     async def _start_job(self, request: ChatRequest) -> bool:
         """Mark the job running; True when it was cancelled before it started."""
@@ -379,8 +438,20 @@ class InferenceWorker(Service):
         text: str,
         progress: Progress | None = None,
     ) -> None:
-        """Tell the waiting client (if any) and record the failure on the job (if any)."""
+        """Tell the waiting client (if any), then record the failure (the exchange, with the text
+        sent, and the job if any): if the client cannot be told, the request is requeued and its
+        next attempt answers it, so nothing is recorded before."""
+        error = ChatError(
+            request_id=request.request_id,
+            user_id=request.user_id,
+            org_id=request.org_id,
+            generation=replies.attempt.attempt_id,
+            error=code,
+            message=text,
+        )
         await replies.error(code, text)
+        with contextlib.suppress(RedisError):  # the client was told; the gateway settles it too
+            await self._commit(request, replies, "failed", progress.text() if progress else "", error)
         if request.job_id and self._jobs is not None:
             await self._jobs.finish(
                 request.user_id,
@@ -401,56 +472,34 @@ class InferenceWorker(Service):
 
     async def _finish(self, request: ChatRequest, replies: ReplyStream, result: Completion) -> None:
         """Record the turns first, so a follow-up request sent after ``done`` sees this answer."""
-        assert self._sessions is not None and self._events is not None
+        assert self._events is not None
         usage = {
             "prompt_tokens": result.usage.prompt_tokens,
             "completion_tokens": result.usage.completion_tokens,
         }
-        if request.session_id and request.record:
-            appended = await self._sessions.append(
-                request.user_id, request.org_id, request.session_id, _turns(request, result, usage)
-            )
-            if self.settings.session_updated_events:
-                updated = session_event(request, "session.updated", appended.version)
-                await publish_session_event(self._events, updated)
-            if appended.spilled >= self.settings.spill_archive_turns:
-                # Turns over the Redis cap wait in the spill list; have the archiver store them now.
-                spilled = session_event(request, "session.spilled", appended.version)
-                await publish_session_event(self._events, spilled)
-        if request.job_id and self._jobs is not None:
-            job = request.job_id
-            await self._jobs.finish(request.user_id, job, "done", response=result.text, usage=usage)
-        await self._report(request, "done", result.usage.completion_tokens, result.usage.prompt_tokens)
-        await replies.done(
+        done = replies.done_reply(
             model=request.model,
             done_reason=result.done_reason,
             usage=result.usage,
             node=result.node,
             tool_calls=result.tool_calls,
         )
-
-
-def _turns(request: ChatRequest, result: Completion, usage: dict[str, int]) -> list[Turn]:
-    """The user turn (for OpenAI-style requests, their last user message) and the answer."""
-    return [
-        Turn(
-            role="user",
-            content=request.user_turn,
-            created_at=request.created_at,
-            request_id=request.request_id,
-            trace_id=request.trace_id or None,
-        ),
-        Turn(
-            role="assistant",
-            content=result.text,
-            created_at=time.time(),
-            model=request.model,
-            usage=usage,
-            request_id=request.request_id,
-            trace_id=request.trace_id or None,
-            finish_reason=result.done_reason,
-        ),
-    ]
+        committed, version, spilled_turns = await self._commit(
+            request, replies, "done", result.text, done, usage=usage, finish_reason=result.done_reason
+        )
+        if committed and request.session_id and request.record:
+            if self.settings.session_updated_events:
+                updated = session_event(request, "session.updated", version)
+                await publish_session_event(self._events, updated)
+            if spilled_turns >= self.settings.spill_archive_turns:
+                # Turns over the Redis cap wait in the spill list; have the archiver store them now.
+                spilled = session_event(request, "session.spilled", version)
+                await publish_session_event(self._events, spilled)
+        if request.job_id and self._jobs is not None:
+            job = request.job_id
+            await self._jobs.finish(request.user_id, job, "done", response=result.text, usage=usage)
+        await self._report(request, "done", result.usage.completion_tokens, result.usage.prompt_tokens)
+        await replies.done(done)
 
 
 __all__ = ["InferenceWorker"]

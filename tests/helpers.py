@@ -26,20 +26,24 @@ T = TypeVar("T")
 class SseEvent:
     event: str
     data: dict[str, Any]
+    id: str | None = None
 
 
 async def iter_sse(response: aiohttp.ClientResponse) -> AsyncIterator[SseEvent]:
     """Yield events as they arrive; comments (heartbeats) are skipped."""
     event = "message"
     data: list[str] = []
+    event_id: str | None = None
     async for raw in response.content:
         line = raw.decode("utf-8").rstrip("\r\n")
         if line == "":
             if data:
-                yield SseEvent(event, json.loads("\n".join(data)))
-            event, data = "message", []
+                yield SseEvent(event, json.loads("\n".join(data)), event_id)
+            event, data, event_id = "message", [], None
         elif line.startswith(":"):
             continue
+        elif line.startswith("id:"):
+            event_id = line[3:].strip()
         elif line.startswith("event:"):
             event = line[6:].strip()
         elif line.startswith("data:"):

@@ -11,6 +11,7 @@ from archive_support import chat, s3_contents, s3_index, s3_objects
 from helpers import KeyPair, auth_header
 
 from common.redis import RedisClient
+from inference_worker.simulator_text import expected_answer
 
 
 async def _forget_everything(redis: RedisClient, base_env: dict[str, str]) -> None:
@@ -101,3 +102,25 @@ async def test_a_session_resumed_after_redis_lost_it_stays_one_object(
     assert len(await s3_contents(base_env)) == 2  # the object and its index entry
     await _forget_everything(redis, base_env)
     assert await _user_turns(gateway, token, "s") == ["before", "after"]
+
+
+async def test_the_model_sees_the_archived_history_on_the_first_chat_after_redis_lost_the_pointer(
+    gateway: Any,
+    worker_factory: Any,
+    archiver_factory: Any,
+    keys: KeyPair,
+    redis: RedisClient,
+    base_env: dict[str, str],
+) -> None:
+    await worker_factory()
+    archiver = await archiver_factory(sweep=False)
+    token = keys.mint("dave", "acme")
+    first = await chat(gateway, token, "s", "before")
+    assert (await gateway.post("/sessions/s/end", headers=auth_header(token))).status == 202
+    await archiver.run_until_idle()
+    await _forget_everything(redis, base_env)
+
+    after = await chat(gateway, token, "s", "after")  # nothing read the session since
+    history = [{"role": "user", "content": "before"}, {"role": "assistant", "content": first["response"]}]
+    expected = expected_answer("llama3.2", [*history, {"role": "user", "content": "after"}], 24)
+    assert after["response"] == expected

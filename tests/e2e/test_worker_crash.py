@@ -47,6 +47,8 @@ async def test_kill_after_tokens_reached_client_gives_generation_interrupted(
 
     doomed.send_signal(signal.SIGKILL)
     await asyncio.wait_for(doomed.wait(), timeout=10)
+    # The survivor answers the redelivered request at once, racing the gateway's own outcome.
+    simulator.app[SIM_STATE].config = SimulatorConfig(ttft_ms=5, tokens_per_second=0, answer_tokens=150)
     survivor = await worker_factory()  # takes the redelivered request
 
     rest = [event async for event in events]
@@ -55,6 +57,12 @@ async def test_kill_after_tokens_reached_client_gives_generation_interrupted(
     assert all(e.event == "token" for e in rest[:-1])
     # The gateway cancels the restarted generation: the survivor's slot is freed.
     await survivor.run_until_idle(timeout=15)
+    # The session says what the client saw, once: the text it got, interrupted; not the
+    # survivor's full answer.
+    session = await (await gateway.get("/sessions/s", headers=auth_header(keys.mint("u")))).json()
+    assert [t["role"] for t in session["turns"]] == ["user", "assistant"]
+    assert session["turns"][1]["content"] == text_of([first, *rest])
+    assert session["turns"][1]["outcome"] == "interrupted"
 
 
 @pytest.mark.parametrize("stream", [True, False])
@@ -111,3 +119,31 @@ async def test_gateway_drains_on_sigterm(gateway_env: dict[str, str]) -> None:
 
         await wait_for(draining, timeout=10)
         assert await asyncio.wait_for(process.wait(), timeout=30) == 0
+
+
+async def test_a_frozen_worker_trips_the_gateway_watchdog(
+    gateway_factory: Any, worker_process: Any, simulator: Any, keys: KeyPair
+) -> None:
+    """A worker process stopped (SIGSTOP) mid-answer sends nothing more, not even Alive frames:
+    the client gets ``generation_stalled`` after REPLY_STALL_SECONDS, not heartbeats until the
+    deadline, and the session keeps exactly the text it got."""
+    simulator.app[SIM_STATE].config = SimulatorConfig(ttft_ms=5, tokens_per_second=20, answer_tokens=400)
+    gateway = await gateway_factory(REPLY_STALL_SECONDS="2", CHAT_DEADLINE_SECONDS="60")
+    frozen = await worker_process()
+    token = keys.mint("u")
+    response = await gateway.post(
+        "/chat", json={"session_id": "s", "prompt": "hi"}, headers=auth_header(token)
+    )
+    events = aiter(iter_sse(response))
+    first = await anext(events)
+    assert first.event == "token"
+    frozen.send_signal(signal.SIGSTOP)
+    try:
+        rest = [event async for event in events]
+    finally:
+        frozen.send_signal(signal.SIGCONT)
+    assert rest[-1].event == "error"
+    assert rest[-1].data["error"] == "generation_stalled"
+    session = await (await gateway.get("/sessions/s", headers=auth_header(token))).json()
+    assert session["turns"][1]["content"] == text_of([first, *rest])
+    assert session["turns"][1]["outcome"] == "interrupted"

@@ -41,8 +41,10 @@ async def test_full_request_queue_answers_503_with_retry_after_at_once(
 
 
 async def test_client_disconnect_aborts_the_model_generation(
-    gateway: Any, worker: Any, simulator: Any, keys: KeyPair
+    gateway_factory: Any, worker: Any, simulator: Any, keys: KeyPair
 ) -> None:
+    # After the resume grace period (no resume claimed the stream), the generation is stopped.
+    gateway = await gateway_factory(RESUME_GRACE_SECONDS="0.5")
     stats = simulator.app[SIM_STATE].stats
     simulator.app[SIM_STATE].config = type(simulator.app[SIM_STATE].config)(
         ttft_ms=5, tokens_per_second=40, answer_tokens=400

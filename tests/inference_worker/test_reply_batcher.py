@@ -90,7 +90,7 @@ def published(exchange: Exchange, count: int) -> Callable[[], Awaitable[bool]]:
 
 
 async def finish(stream: ReplyStream) -> None:
-    await stream.done(model="m", done_reason="stop", usage=USAGE, node=None)
+    await stream.done(stream.done_reply(model="m", done_reason="stop", usage=USAGE, node=None))
 
 
 @pytest.fixture
