@@ -2,6 +2,14 @@
 # definitions job); compose and the Kubernetes manifests pick the process with `command:`. Build
 # from the repository root:
 #   docker build -t enterprise-chat .
+# The chat page's pinned npm libraries (package-lock.json), copied into gateway/web/vendor/ by the
+# same script as `make web`; only those files reach the image (no node, no node_modules).
+FROM node:20-slim AS web
+WORKDIR /src
+COPY package.json package-lock.json ./
+COPY scripts/build-web.sh scripts/
+RUN mkdir -p gateway/web && bash scripts/build-web.sh
+
 # Dependencies are the runtime part of uv.lock, exactly (uv sync --locked fails when the lock does
 # not match pyproject.toml); UV_VERSION is the Makefile's.
 FROM python:3.11-slim-bookworm AS build
@@ -15,6 +23,7 @@ WORKDIR /src
 COPY pyproject.toml uv.lock ./
 RUN uv sync --locked --no-install-project --no-editable
 COPY . .
+COPY --from=web /src/gateway/web/vendor gateway/web/vendor
 RUN uv sync --locked --no-editable
 
 FROM python:3.11-slim-bookworm

@@ -6,11 +6,11 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SOURCES := common broker gateway inference_worker archiver auth devstack chaos $(wildcard bench) deploy/kubernetes/validate.py
 
-run: $(STAMP) services
+run: $(STAMP) services web
 	@bash scripts/ensure-services.sh haproxy prometheus
 	$(PY) -m devstack
 
-.PHONY: run help install lock test lint typecheck pytest bench contract fuzz services clean chaos chaos-short
+.PHONY: run help install lock test lint typecheck pytest bench contract fuzz services clean chaos chaos-short web
 
 help:
 	@echo "make run     - run the whole system locally (see README)"
@@ -56,6 +56,12 @@ lock: | $(UV)
 	$(UV_RUN) lock $(ARGS)
 	@$(MAKE) --no-print-directory install
 # -- end install ----------------------------------------------------------------------------------
+# The chat page's npm libraries (package-lock.json) copied into gateway/web/vendor/ (README, Chat page).
+WEB_STAMP := gateway/web/vendor/.installed
+web: $(WEB_STAMP)
+$(WEB_STAMP): package.json package-lock.json scripts/build-web.sh
+	@bash scripts/build-web.sh
+	@touch $(WEB_STAMP)
 
 services:
 	@bash scripts/ensure-services.sh
@@ -67,7 +73,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy $(SOURCES)
 
-pytest: $(STAMP) services test-tools
+pytest: $(STAMP) services test-tools web
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 CHAOS ?= short
@@ -103,11 +109,12 @@ fuzz: $(STAMP) services
 		$(VENV)/bin/pytest tests/gateway/test_http_fuzz.py -p no:cacheprovider -rA $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) .tools .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .tools .mypy_cache .ruff_cache .pytest_cache node_modules gateway/web/vendor
 
-# haproxy for tests/deploy (installed when missing and root; the tests skip without it).
+# haproxy for tests/deploy, chromium for tests/web (installed when missing and root; the tests
+# skip without them); playwright drives Debian's chromium (never `playwright install`).
 test-tools:
-	@bash scripts/ensure-services.sh haproxy prometheus shellcheck
+	@bash scripts/ensure-services.sh haproxy prometheus shellcheck chromium
 
 # -- production topology: Docker Compose (compose/, haproxy/, deploy_enterprise.sh) -----------------
 .PHONY: deploy up down ps logs scale backup test-tools

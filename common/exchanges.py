@@ -1,9 +1,10 @@
 """One chat exchange, recorded once: the per-request record and its commit into the session.
 
 Every chat request gets a short-lived record (``Keyspace.chat_record``, under the owner's hash
-tag) holding how it ended: ``state`` (``pending`` while it runs, then ``done``, ``failed``,
-``cancelled``, ``interrupted`` or ``withdrawn``), the attempt (``generation``), the text, the char
-offset where each token frame (``seq``) starts, and the final reply (ChatDone or ChatError). The
+tag) holding how it ended: ``state`` (``pending`` from its admission, gateway/admission.py; then
+``done``, ``failed``, ``cancelled``, ``interrupted`` or ``withdrawn``), the attempt
+(``generation``), the text, the char offset where each token frame (``seq``) starts, and the final
+reply (ChatDone or ChatError). The
 record and the session's turns change in one script, so:
 
 - **once per request id**: the worker's commit (:meth:`ChatRecords.commit`) appends the exchange
@@ -82,15 +83,6 @@ local function rewrite(turns_key, meta_key, index_key, spill_key, sid, rid, text
   end
   return found
 end
-"""
-
-# KEYS: record. ARGV: session id, ttl.
-_OPEN = """
-if redis.call('EXISTS', KEYS[1]) == 0 then
-  redis.call('HSET', KEYS[1], 'state', 'pending', 'session_id', ARGV[1])
-  redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]))
-end
-return 1
 """
 
 # KEYS: record, turns, meta, index, spill, tombstone.
@@ -192,15 +184,8 @@ class ChatRecords:
         self._redis = redis
         self._keys = keys
         self._sessions = sessions
-        self._open = redis.register_script(_OPEN)
         self._commit = redis.register_script(_COMMIT)
         self._settle = redis.register_script(_SETTLE)
-
-    async def open(self, user_id: str, request_id: str, session_id: str | None, *, ttl: float) -> None:
-        """Mark the request known (pending) so a resume can find it; never over a final record."""
-        await self._open(
-            keys=[self._keys.chat_record(user_id, request_id)], args=[session_id or "", _ttl(ttl)]
-        )
 
     def queue_state(self, pipe: Any, user_id: str, request_id: str) -> None:
         """Add a read of the record's state to a caller's pipeline (None: no record)."""

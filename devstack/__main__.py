@@ -113,6 +113,7 @@ def banner(stack: RunningStack) -> str:
     note = " (simulator: no Ollama answered)" if stack.simulated else ""
     return f"""
 Enterprise chat is running.
+  chat page (browser) {base}/
 {admin_note(stack.admin_password)}
   chat API (HAProxy)  {base}{tls}
   auth                http://localhost:{c.auth_port}   (also routed through {base})

@@ -29,14 +29,25 @@ __all__ = ["DISABLED", "LIMITED", "OK", "REVOKED", "Admission", "Verdict"]
 # status_keys: disabled flag, revoked jti, revoked sid, token generation.
 # ARGV[1] limit, ARGV[2] window in ms, ARGV[3] cost (0: only check), ARGV[4] member id, unique per call
 # (so a repeated call is recognised), ARGV[5] the token's generation.
+# Optional KEYS[6], ARGV[6]: an admitted request's record (common/exchanges.py) is opened as
+# pending for ARGV[6] seconds, in this same round trip, so a resume can find it.
 # Returns {verdict, remaining, retry_after_ms, reset_ms}; verdict 0 ok, 1 limited, 2 disabled, 3 revoked
 _ADMIT = (
     LUA_TOKEN_STATUS
     + """
 local status = token_status(KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[5])
 if status ~= 0 then return {status, 0, 0, 0} end
+local function open_record()
+  if KEYS[6] and redis.call('EXISTS', KEYS[6]) == 0 then
+    redis.call('HSET', KEYS[6], 'state', 'pending')
+    redis.call('EXPIRE', KEYS[6], tonumber(ARGV[6]))
+  end
+end
 local limit, window, cost = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-if limit <= 0 then return {0, -1, 0, 0} end
+if limit <= 0 then
+  open_record()
+  return {0, -1, 0, 0}
+end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
@@ -56,6 +67,7 @@ if cost > 0 then
   redis.call('PEXPIRE', KEYS[1], window)
   if reset == 0 then reset = window end
 end
+open_record()
 return {0, limit - used - cost, 0, reset}
 """
 )
@@ -108,20 +120,25 @@ class Admission:
         self._script = redis.register_script(_ADMIT)
 
     async def admit(
-        self, user_id: str, org_id: str, jti: str, *, cost: int, sid: str = "", generation: int = 0
+        self,
+        user_id: str,
+        org_id: str,
+        jti: str,
+        *,
+        cost: int,
+        sid: str = "",
+        generation: int = 0,
+        record: tuple[str, int] | None = None,
     ) -> Verdict:
         """Check the token is still honoured (disabled user; token, login ``sid`` or user-wide
-        revocation via ``generation``); spend ``cost`` from the limits (0: check only)."""
+        revocation via ``generation``); spend ``cost`` from the limits (0: check only); when
+        admitted, open ``record`` (its request id, seconds to live) as pending."""
         member = f"{jti}:{uuid.uuid4().hex[:12]}"
         user_key = self._keys.rate_limit(user_id)
-        user = await self._run(
-            [user_key, *status_keys(self._keys, user_id, jti, sid)],
-            self._user_limit,
-            cost,
-            "user",
-            member,
-            generation,
-        )
+        keys = [user_key, *status_keys(self._keys, user_id, jti, sid)]
+        if record is not None:
+            keys.append(self._keys.chat_record(user_id, record[0]))
+        user = await self._run(keys, self._user_limit, cost, "user", member, generation, record)
         if not user.allowed or cost == 0 or self._org_limit <= 0 or not org_id:
             return user
         org = await self._run([self._keys.rate_limit_org(org_id)], self._org_limit, cost, "org", member)
@@ -134,11 +151,19 @@ class Admission:
         return org
 
     async def _run(
-        self, keys: list[str], limit: int, cost: int, scope: str, member: str, generation: int = 0
+        self,
+        keys: list[str],
+        limit: int,
+        cost: int,
+        scope: str,
+        member: str,
+        generation: int = 0,
+        record: tuple[str, int] | None = None,
     ) -> Verdict:
-        status, remaining, retry_ms, reset_ms = await self._script(
-            keys=keys, args=[limit, self._window_ms, cost, member, generation]
-        )
+        args: list[str | int] = [limit, self._window_ms, cost, member, generation]
+        if record is not None:
+            args.append(record[1])
+        status, remaining, retry_ms, reset_ms = await self._script(keys=keys, args=args)
         return Verdict(
             status=int(status),
             limit=limit,

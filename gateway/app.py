@@ -72,6 +72,7 @@ from gateway.middlewares import (
 from gateway.models import ModelCatalog
 from gateway.ollama_api import ollama_errors_middleware
 from gateway.openai import openai_errors_middleware
+from gateway.page import PAGE, PageAssets
 from gateway.publisher import RequestPublisher
 from gateway.quota import QuotaWatch
 from gateway.replies import ReplyRouter
@@ -229,6 +230,7 @@ def create_app(settings: GatewaySettings, metrics: GatewayMetrics | None = None)
     app[METRICS] = metrics
     app[KEYS] = Keyspace(settings.common.key_prefix)
     app[LIFECYCLE] = Lifecycle()
+    app[PAGE] = PageAssets.load()
     app.cleanup_ctx.extend([_redis_ctx, _http_ctx, _archive_ctx, _broker_ctx, _replies_ctx, _background_ctx])
     app.on_response_prepare.append(security_headers_on_prepare)
     app.on_response_prepare.append(no_store_on_prepare)  # per-user answers, streams included

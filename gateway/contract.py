@@ -124,6 +124,7 @@ TAGS = (
     {"name": "sessions", "description": "The caller's conversations."},
     {"name": "operations", "description": "Health, readiness and this document."},
     *IDENTITY_TAGS,
+    {"name": "page", "description": "The chat page for browsers and its assets."},
 )
 
 
@@ -190,6 +191,8 @@ def _success_response(reply: Reply) -> dict[str, Any]:
                 **_ref(reply.ndjson.__name__),
             }
         }
+    for media in reply.media:
+        content[media] = {"schema": {"type": "string"}}
     if content:
         response["content"] = content
     if reply.headers:

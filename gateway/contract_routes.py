@@ -38,6 +38,7 @@ class Reply:
     headers: tuple[str, ...] = ()
     events: Mapping[str, Any] | None = None  # when set: also text/event-stream, one event's schema
     ndjson: type | None = None  # when set: also application/x-ndjson, one line's schema
+    media: tuple[str, ...] = ()  # bodies that are not JSON (the chat page): their media types
 
 
 @dataclass(frozen=True)
@@ -523,6 +524,23 @@ OPERATIONS: tuple[Operation, ...] = (
         ),
     ),
     Operation(
+        "DELETE",
+        "/chat/{request_id}",
+        "gateway",
+        "stopChat",
+        "chat",
+        "Stop a chat stream's generation now",
+        {204: Reply("The generation is told to stop (nothing to do when it already ended).")},
+        parameters=(
+            _path_param("request_id", "^[0-9a-f]{1,64}$", "the `X-Chat-Request-Id` of a `POST /chat` stream"),
+        ),
+        errors={404: ("unknown_request",)},
+        description=(
+            "A disconnect leaves a resumable stream `RESUME_GRACE_SECONDS` to come back; this "
+            "stops it at once (the chat page's Stop button). Only the caller's own requests."
+        ),
+    ),
+    Operation(
         "POST",
         "/v1/chat/completions",
         "gateway",
@@ -747,5 +765,35 @@ OPERATIONS: tuple[Operation, ...] = (
         "This document",
         {200: Reply("The OpenAPI 3.1 document of the whole HTTP API.")},
         access="public",
+    ),
+    # -- gateway: the chat page (gateway/page.py) --------------------------------------------------------
+    Operation(
+        "GET",
+        "/",
+        "gateway",
+        "getChatPage",
+        "page",
+        "The chat page for a browser",
+        {200: Reply("The page (HTML); its scripts and styles are under /assets/.", media=("text/html",))},
+        access="public",
+        description="Served with its own strict Content-Security-Policy (scripts, styles and "
+        "fetch from this origin only, no inline script, Trusted Types) and an ETag.",
+    ),
+    Operation(
+        "GET",
+        "/assets/{name}",
+        "gateway",
+        "getChatPageAsset",
+        "page",
+        "A script, stylesheet or icon of the chat page",
+        {
+            200: Reply(
+                "The file: a JavaScript module, a stylesheet, an icon or a library's license.",
+                media=("text/javascript", "text/css", "image/svg+xml", "text/plain"),
+            )
+        },
+        access="public",
+        parameters=(_path_param("name", r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$", "a file name"),),
+        errors={404: ("not_found",)},
     ),
 )

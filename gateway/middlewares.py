@@ -102,6 +102,9 @@ async def admission_middleware(request: web.Request, handler: Handler) -> web.St
         return await handler(request)
     metrics = request.app[METRICS]
     cost = 1 if access_of(request) is Access.GENERATION else 0
+    s = request.app[SETTINGS]
+    # A generation's record opens with its admission (one round trip): see common/exchanges.py.
+    record = (request[REQUEST_ID], int(s.chat_deadline + s.common.resume_record_seconds)) if cost else None
     try:
         verdict = await request.app[ADMISSION].admit(
             principal.user_id,
@@ -110,6 +113,7 @@ async def admission_middleware(request: web.Request, handler: Handler) -> web.St
             cost=cost,
             sid=principal.session_id,
             generation=principal.generation,
+            record=record,
         )
     except RedisError as exc:
         raise ApiError(

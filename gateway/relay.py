@@ -13,8 +13,9 @@ refused (503, not queued) is withdrawn so that a copy that reached the queue any
 generated or recorded.
 
 Resumable streams (the native ``POST /chat`` stream, see gateway/resume.py): the request's record
-is opened alongside the publish, and a client that goes away gets its generation cancelled only
-after ``RESUME_GRACE_SECONDS`` (the worker waits that long for a Resume before it stops).
+was opened by its admission (gateway/admission.py, the same round trip), and a client that goes
+away gets its generation cancelled only after ``RESUME_GRACE_SECONDS`` (the worker waits that long
+for a Resume before it stops).
 """
 
 from __future__ import annotations
@@ -111,18 +112,10 @@ async def relay(
     loop = asyncio.get_running_loop()
     started = loop.time()
     stream_label = "true" if fmt is not None else "false"
-    resumable = fmt is not None and fmt.resumable
     with router.subscribe(chat_request.request_id, chat_request.user_id) as replies:
-        opened = (
-            loop.create_task(_open_record(app, chat_request))
-            if resumable and isinstance(chat_request, ChatRequest)
-            else None
-        )  # alongside the publish: no added latency
         try:
             await app[PUBLISHER].publish_request(chat_request, router.address)
         except NotQueued as exc:
-            if opened is not None:
-                await asyncio.gather(opened, return_exceptions=True)
             if isinstance(exc, QueueFull):
                 metrics.rejected_busy.inc()
             else:
@@ -131,8 +124,6 @@ async def relay(
                 await _withdraw(app, chat_request)
             metrics.requests.labels(exc.code, chat_request.model, stream_label).inc()
             raise not_queued_error(s, exc, "the chat") from None
-        if opened is not None:
-            await opened
         remaining = chat_request.deadline - (chat_request.created_at)
         cursor = ReplyCursor(
             replies, deadline_monotonic=started + remaining, heartbeat=s.sse_heartbeat, stall=s.reply_stall
@@ -160,18 +151,6 @@ async def relay(
                 session_id=chat_request.session_id,
                 duration_ms=round(elapsed * 1000, 1),
             )
-
-
-async def _open_record(app: web.Application, chat_request: ChatRequest) -> None:
-    """The request's pending record, so that a resume on any gateway knows it (best effort: a
-    Redis failure only makes the stream unresumable until the worker commits)."""
-    ttl = chat_request.deadline - chat_request.created_at + app[SETTINGS].common.resume_record_seconds
-    try:
-        await app[RECORDS].open(
-            chat_request.user_id, chat_request.request_id, chat_request.session_id, ttl=ttl
-        )
-    except RedisError as exc:
-        log.warning("record_open_failed", error=repr(exc))
 
 
 async def _withdraw(app: web.Application, chat_request: ChatRequest) -> None:

@@ -30,14 +30,16 @@ from gateway.ollama_models import (
 )
 from gateway.openai import chat_completions, get_model, list_models
 from gateway.openai_completions import completions
+from gateway.page import asset, index
 from gateway.resume import chat_events
 from gateway.sessions import delete_own_session, end_own_session, get_own_session, list_own_sessions
+from gateway.stop import stop_chat
 
 __all__ = ["ROUTES", "Access", "Route", "access_of", "add_routes"]
 
 
 class Access(enum.Enum):
-    PUBLIC = "public"  # no token (probes, metrics on the internal network, the API document)
+    PUBLIC = "public"  # no token (probes, metrics on the internal network, the API document, the page)
     USER = "user"  # a verified, admitted token; checks the rate limit without spending
     GENERATION = "generation"  # as USER, and starts a generation: spends one from the rate limit
 
@@ -53,6 +55,7 @@ class Route:
 ROUTES: tuple[Route, ...] = (
     Route("POST", "/chat", chat, Access.GENERATION),
     Route("GET", "/chat/{request_id}/events", chat_events, Access.USER),
+    Route("DELETE", "/chat/{request_id}", stop_chat, Access.USER),  # the page's Stop button
     Route("POST", "/v1/chat/completions", chat_completions, Access.GENERATION),
     Route("GET", "/v1/models", list_models, Access.USER),
     Route("GET", "/v1/models/{model_id:.+}", get_model, Access.USER),
@@ -88,6 +91,8 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/ready", ready, Access.PUBLIC),
     Route("GET", "/metrics", metrics, Access.PUBLIC),
     Route("GET", "/openapi.json", openapi_document, Access.PUBLIC),
+    Route("GET", "/", index, Access.PUBLIC),  # the chat page (gateway/page.py)
+    Route("GET", "/assets/{name}", asset, Access.PUBLIC),
 )
 
 _ACCESS = {(route.method, route.path): route.access for route in ROUTES}

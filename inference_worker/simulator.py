@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
@@ -65,6 +66,9 @@ class SimulatorConfig:
     max_queue: int = 512  # generations in flight before 503, like OLLAMA_MAX_QUEUE
     fail_after_tokens: int | None = None  # stream this many tokens, then an error line
     embedding_dimensions: int = 64  # length of /api/embed vectors (``dimensions`` shortens them)
+    # Answer exactly this text (one token per word, its spacing kept) instead of generated words:
+    # a test makes the "model" say what it needs (hostile Markdown for the page's XSS test).
+    answer_text: str | None = None
 
     def __post_init__(self) -> None:
         if not self.models:
@@ -168,6 +172,7 @@ _JSON_PIECE = 8  # characters of a JSON answer per streamed token
 _object_decoder = msgspec.json.Decoder(dict[str, Any])
 _encoder = msgspec.json.Encoder()
 _CONFIG_FIELDS = frozenset(f.name for f in fields(SimulatorConfig))
+_WORD_START = re.compile(r"(?<=\s)(?=\S)")  # splits "a  b\nc" into "a  ", "b\n", "c"
 
 
 def _rfc3339(moment: datetime | None = None) -> str:
@@ -209,7 +214,10 @@ class _Generation:
         self._chunk = _generate_chunk if generate else _chunk
         turns = [(m.role, m.content) for m in body.messages or ()]
         self.prompt_eval_count = prompt_token_count(turns)
-        self.tokens = generate_tokens(body.model, turns, config.answer_tokens)
+        if config.answer_text:
+            self.tokens = _WORD_START.split(config.answer_text)
+        else:
+            self.tokens = generate_tokens(body.model, turns, config.answer_tokens)
         self.tool_calls: list[dict[str, Any]] = []
         if body.tools:
             messages = [{"role": m.role, "content": m.content} for m in body.messages or ()]

@@ -10,6 +10,8 @@
 #             started: the tests run `haproxy -f haproxy/haproxy.cfg` themselves.
 #   prometheus  install prometheus and promtool when missing (as root; otherwise only a hint).
 #             Nothing is started: the monitoring tests run their own prometheus.
+#   chromium  install Debian's chromium and chromium-driver when missing (as root; otherwise only a
+#             hint): the browser tests (tests/web) drive it headless through Playwright.
 set -euo pipefail
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
@@ -57,6 +59,19 @@ ensure_prometheus() {
   fi
 }
 
+ensure_chromium() {
+  if [[ -x /usr/bin/chromium ]] && command -v chromedriver >/dev/null 2>&1; then
+    return 0
+  fi
+  if [[ $(id -u) -ne 0 ]] || ! command -v apt-get >/dev/null 2>&1; then
+    echo "chromium is not installed; the browser tests will be skipped (install: sudo apt-get install chromium chromium-driver)" >&2
+    return 0
+  fi
+  echo "installing chromium and chromium-driver (for the browser tests)"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+}
+
 if (($#)); then
   for tool in "$@"; do
     case "$tool" in
@@ -65,8 +80,9 @@ if (($#)); then
       # The fault suite starts its own node and server from these binaries (never the services).
       rabbitmq-server) command -v rabbitmq-server >/dev/null 2>&1 || [[ -x /usr/lib/rabbitmq/bin/rabbitmq-server ]] || need_install rabbitmq-server ;;
       redis-server) command -v redis-server >/dev/null 2>&1 || need_install redis-server ;;
+      chromium) ensure_chromium ;;
       shellcheck) command -v shellcheck >/dev/null 2>&1 || { [[ $(id -u) -eq 0 ]] && need_install shellcheck; } || true ;;
-      *) echo "unknown argument: $tool (known: haproxy, prometheus, rabbitmq-server, redis-server, shellcheck)" >&2; exit 2 ;;
+      *) echo "unknown argument: $tool (known: haproxy, prometheus, rabbitmq-server, redis-server, shellcheck, chromium)" >&2; exit 2 ;;
     esac
   done
   exit 0

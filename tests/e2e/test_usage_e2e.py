@@ -163,13 +163,18 @@ async def test_usage_totals_equal_what_the_clients_saw_once_per_request(
         token = user["token"] if user is alice else key["api_key"]
         _add(seen[user["user_id"]], await calls[i % 4](gateway, token, f"question {i}"))
 
-    # One cancelled: the client goes away after the first token; the tokens so far are recorded.
+    # One cancelled: the client stops the answer after the first token (a mere disconnect leaves
+    # the stream RESUME_GRACE_SECONDS to be resumed); the tokens so far are recorded.
     state.config = SimulatorConfig(ttft_ms=1, tokens_per_second=20, answer_tokens=200)
     resp = await gateway.post(
         "/chat", json={"session_id": "s3", "prompt": "long"}, headers=auth_header(bob["token"])
     )
     first = await anext(aiter(iter_sse(resp)))
     assert first.event == "token"
+    stop = await gateway.delete(
+        f"/chat/{resp.headers['X-Chat-Request-Id']}", headers=auth_header(bob["token"])
+    )
+    assert stop.status == 204, await stop.text()
     resp.close()
     await worker.run_until_idle(timeout=30)
     await ledger.run_until_idle(timeout=30)

@@ -30,6 +30,8 @@ UNAUTHENTICATED = {
     ("GET", "/health"),
     ("GET", "/ready"),
     ("GET", "/openapi.json"),
+    ("GET", "/"),  # the chat page and its assets (the page signs in itself)
+    ("GET", "/assets/{name}"),
 }
 METHODS = {"get", "put", "post", "delete", "patch", "head", "options", "trace"}
 

@@ -349,3 +349,17 @@ async def test_stop_sequences_end_the_answer_before_them(make_client: MakeClient
         assert whole["message"]["content"] == full[: full.index(word)]
     untouched = await chat(client, HELLO, stream=False, options={"stop": ["never-generated"]})
     assert untouched["message"]["content"] == full
+
+
+async def test_a_configured_answer_text_is_streamed_word_by_word_exactly(make_client: MakeClient) -> None:
+    text = "Look: <img src=x onerror=alert(1)>\n\n```js\nlet  a = 1;\n```\n"
+    client = await make_client()
+    resp = await client.post("/sim/config", json={"answer_text": text})
+    assert resp.status == 200, await resp.text()
+    *tokens, final = await chat(client, HELLO)
+    contents = [t["message"]["content"] for t in tokens]
+    assert "".join(contents) == text
+    assert contents[:2] == ["Look: ", "<img "]
+    assert final["eval_count"] == len(contents)
+    whole = await chat(client, HELLO, stream=False)
+    assert whole["message"]["content"] == text
