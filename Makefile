@@ -4,18 +4,19 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-SOURCES := common broker gateway inference_worker archiver auth devstack $(wildcard bench) deploy/kubernetes/validate.py
+SOURCES := common broker gateway inference_worker archiver auth devstack chaos $(wildcard bench) deploy/kubernetes/validate.py
 
 run: $(STAMP) services web
 	@bash scripts/ensure-services.sh haproxy prometheus
 	$(PY) -m devstack
 
-.PHONY: run help install lock test lint typecheck pytest bench contract fuzz services clean web
+.PHONY: run help install lock test lint typecheck pytest bench contract fuzz services clean chaos chaos-short web
 
 help:
 	@echo "make run     - run the whole system locally (see README)"
 	@echo "make test    - install what is needed, then ruff, mypy and the test suite"
 	@echo "make bench   - load test: the pipeline vs. the simulator directly; ARGS=\"--help\" for the modes"
+	@echo "make chaos   - fault suite: every fault of issue 13 under streamed load (short form: make chaos-short)"
 	@echo "make fuzz    - property-based API test (schemathesis) against the real services, 10 min"
 	@echo "make lint    - ruff only"
 	@echo "make deploy  - production topology with Docker Compose (./deploy_enterprise.sh; also: make up)"
@@ -75,7 +76,19 @@ typecheck: $(STAMP)
 pytest: $(STAMP) services test-tools web
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
-test: lint typecheck k8s-validate pytest
+CHAOS ?= short
+test: lint typecheck k8s-validate pytest $(if $(CHAOS),chaos-short)
+
+# The fault suite (chaos/, README "Fault injection"): a private stack, broker and Redis on free
+# ports. `make chaos` is the full form (~6 min); `make test` runs the short form (~2 min) unless
+# CHAOS is empty (`make test CHAOS=`). ARGS="--json", "--only S3", "--keep-logs" ...
+chaos: $(STAMP) services
+	@bash scripts/ensure-services.sh haproxy rabbitmq-server redis-server
+	$(PY) -m chaos $(ARGS)
+
+chaos-short: $(STAMP) services
+	@bash scripts/ensure-services.sh haproxy rabbitmq-server redis-server
+	$(PY) -m chaos --short $(ARGS)
 
 # make bench ARGS="..." (README, Benchmarks): --via-haproxy needs haproxy, --profile needs py-spy.
 bench: $(STAMP) services

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import csv
-import io
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -19,36 +17,23 @@ from pathlib import Path
 
 import aiohttp
 
-from bench.cluster import ROOT, ClusterError, free_port, terminate
+from bench.cluster import ROOT, ClusterError, terminate
+from devstack.config import free_port
+from devstack.haproxy import GATEWAY_SLOTS, server_status
+from devstack.haproxy import gateway_slots as devstack_gateway_slots
 from devstack.limits import haproxy_maxconn, haproxy_processes
 
 HAPROXY_CFG = ROOT / "haproxy" / "haproxy.cfg"
-GATEWAY_SLOTS = 3  # server lines in haproxy.cfg's `gateways` backend
 STREAM_MARGIN = 1000  # connections beyond the bench's streams: health checks, stragglers
 READY_TIMEOUT = 20.0
 
 
 def gateway_slots(gateway_urls: list[str]) -> dict[str, str]:
-    """``GATEWAY1..3`` for haproxy.cfg; unused slots point at a closed port (the server is DOWN)."""
-    if len(gateway_urls) > GATEWAY_SLOTS:
-        raise ClusterError(f"--via-haproxy: haproxy.cfg has {GATEWAY_SLOTS} gateway slots")
-    slots = {}
-    for i in range(GATEWAY_SLOTS):
-        if i < len(gateway_urls):
-            slots[f"GATEWAY{i + 1}"] = gateway_urls[i].split("://", 1)[-1].rstrip("/")
-        else:
-            slots[f"GATEWAY{i + 1}"] = f"127.0.0.1:{free_port()}"
-    return slots
-
-
-def server_status(stats_csv: str) -> dict[str, str]:
-    """``server name -> status`` of the ``gateways`` backend, from HAProxy's stats CSV."""
-    rows = csv.DictReader(io.StringIO(stats_csv.lstrip("# ")))
-    return {
-        row["svname"]: row["status"]
-        for row in rows
-        if row.get("pxname") == "gateways" and row.get("svname") not in {"FRONTEND", "BACKEND"}
-    }
+    """``GATEWAY1..3`` for haproxy.cfg (``devstack.haproxy``); more gateways than slots: refused."""
+    try:
+        return devstack_gateway_slots(gateway_urls)
+    except ValueError as exc:
+        raise ClusterError(f"--via-haproxy: {exc}") from None
 
 
 @dataclass(slots=True)

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +43,7 @@ class Supervisor:
         self._running: dict[str, _Running] = {}
         self._stopping = False
         self._watchers: list[asyncio.Task[None]] = []
+        self._held: set[str] = set()  # stopped on purpose (``hold``): not restarted
 
     async def __aenter__(self) -> Supervisor:
         self._log_dir.mkdir(parents=True, exist_ok=True)
@@ -67,9 +69,33 @@ class Supervisor:
         finally:
             log.close()
 
+    def pid(self, name: str) -> int:
+        return self._running[name].process.pid
+
+    def signal(self, name: str, sig: signal.Signals) -> None:
+        """Send ``sig`` to one process's group (SIGKILL: it crashes, and is restarted)."""
+        _signal_group(self._running[name].process, sig)
+
+    async def hold(self, name: str, grace: float = 10.0) -> None:
+        """Stop one process (SIGTERM, SIGKILL after ``grace``) and keep it down until ``release``."""
+        self._held.add(name)
+        process = self._running[name].process
+        _signal_group(process, signal.SIGTERM)
+        try:
+            await asyncio.wait_for(process.wait(), timeout=grace)
+        except TimeoutError:
+            _signal_group(process, signal.SIGKILL)
+            await process.wait()
+
+    async def release(self, name: str, *, ready_timeout: float = 60.0) -> None:
+        """Start a held process again with its spec; returns once it is ready."""
+        self._held.discard(name)
+        await self.start(self._running[name].spec, ready_timeout=ready_timeout)
+
     async def start(self, spec: ProcessSpec, *, ready_timeout: float = 60.0) -> None:
         process = await self._spawn(spec)
-        self._running[spec.name] = _Running(spec, process)
+        previous = self._running.get(spec.name)
+        self._running[spec.name] = _Running(spec, process, previous.restarts if previous else 0)
         if spec.ready_url:
             await self._wait_ready(spec, process, ready_timeout)
         self._watchers.append(asyncio.get_running_loop().create_task(self._watch(spec.name)))
@@ -97,13 +123,16 @@ class Supervisor:
         while not self._stopping:
             running = self._running[name]
             code = await running.process.wait()
-            if self._stopping:
+            if self._stopping or name in self._held or self._running[name] is not running:
                 return
             quick = time.monotonic() - running.started_at < 10
             delay = min(5.0, 0.5 * (2 ** min(running.restarts, 4))) if quick else 0.5
-            print(f"  ! {name} exited with {code}; restarting in {delay:.1f}s (log: {self.log_path(name)})")
+            print(
+                f"  ! {name} exited with {code}; restarting in {delay:.1f}s (log: {self.log_path(name)})",
+                file=sys.stderr,
+            )
             await asyncio.sleep(delay)
-            if self._stopping:
+            if self._stopping or name in self._held:
                 return
             process = await self._spawn(running.spec)
             self._running[name] = _Running(running.spec, process, running.restarts + 1)

@@ -77,9 +77,12 @@ if (($#)); then
     case "$tool" in
       haproxy) ensure_haproxy ;;
       prometheus) ensure_prometheus ;;
+      # The fault suite starts its own node and server from these binaries (never the services).
+      rabbitmq-server) command -v rabbitmq-server >/dev/null 2>&1 || [[ -x /usr/lib/rabbitmq/bin/rabbitmq-server ]] || need_install rabbitmq-server ;;
+      redis-server) command -v redis-server >/dev/null 2>&1 || need_install redis-server ;;
       chromium) ensure_chromium ;;
       shellcheck) command -v shellcheck >/dev/null 2>&1 || { [[ $(id -u) -eq 0 ]] && need_install shellcheck; } || true ;;
-      *) echo "unknown argument: $tool (known: haproxy, prometheus, shellcheck, chromium)" >&2; exit 2 ;;
+      *) echo "unknown argument: $tool (known: haproxy, prometheus, rabbitmq-server, redis-server, shellcheck, chromium)" >&2; exit 2 ;;
     esac
   done
   exit 0
