@@ -10,19 +10,18 @@ Listing, embeddings and the refused model management live in :mod:`gateway.ollam
 
 from __future__ import annotations
 
-import json
 import time
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 import msgspec
 from aiohttp import web
-from aiohttp.typedefs import Handler
 
 from broker.messages import ChatDone, ChatMessage, ToolCall, ToolFunction
 from common.http import ApiError, json_response
 from gateway.appkeys import MODELS, SETTINGS
 from gateway.chat_requests import Chat, build
+from gateway.error_shapes import error_shape_middleware
 from gateway.relay import Answer, relay
 from gateway.validation import check_messages, check_model, check_session_id, generation_options, read_body
 
@@ -307,32 +306,10 @@ async def ollama_generate(request: web.Request) -> web.StreamResponse:
     return await _run(request, chat, generate=True)
 
 
-@web.middleware
-async def ollama_errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Rewrite our ``{"error", "message"}`` bodies into Ollama's ``{"error": <message>}`` (plus
-    ``code``, the machine code) under ``/api/``; a model the worker did not find is 404."""
-    response = await handler(request)
-    if (
-        not request.path.startswith("/api/")
-        or response.status < 400
-        or response.prepared
-        or not isinstance(response, web.Response)
-        or response.content_type != "application/json"
-        or response.body is None
-    ):
-        return response
-    try:
-        original = json.loads(bytes(response.body))  # type: ignore[arg-type]
-    except ValueError:
-        return response
-    if not isinstance(original, dict) or not isinstance(original.get("error"), str):
-        return response
-    code = original["error"]
-    status = 404 if code == "model_not_found" else response.status
-    return json_response(
-        {"error": str(original.get("message") or code), "code": code},
-        status=status,
-        headers={
-            k: v for k, v in response.headers.items() if k.lower() not in {"content-type", "content-length"}
-        },
-    )
+def _ollama_error(code: str, message: str, status: int) -> tuple[dict[str, Any], int]:
+    """Ollama's ``{"error": <message>}`` (plus ``code``, the machine code); a model the worker did
+    not find is 404, as from Ollama."""
+    return {"error": message or code, "code": code}, 404 if code == "model_not_found" else status
+
+
+ollama_errors_middleware = error_shape_middleware("/api/", _ollama_error)

@@ -16,12 +16,12 @@ from typing import Any
 import msgspec
 import structlog
 from aiohttp import web
-from aiohttp.typedefs import Handler
 
 from broker.messages import ChatDone, ToolCall
 from common.http import ApiError, json_response
 from gateway.appkeys import MODELS, SETTINGS
 from gateway.chat_requests import Chat, build
+from gateway.error_shapes import error_shape_middleware
 from gateway.openai_requests import (
     CompletionBody,
     conversation,
@@ -212,30 +212,9 @@ def openai_error_body(code: str, message: str, status: int) -> dict[str, Any]:
     return {"error": {"message": message, "type": kind, "param": None, "code": code}}
 
 
-@web.middleware
-async def openai_errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Rewrite our ``{"error", "message"}`` bodies into OpenAI's shape under ``/v1/``."""
-    response = await handler(request)
-    if (
-        not request.path.startswith("/v1/")
-        or response.status < 400
-        or response.prepared
-        or not isinstance(response, web.Response)
-        or response.content_type != "application/json"
-        or response.body is None
-    ):
-        return response
-    try:
-        original = json.loads(bytes(response.body))  # type: ignore[arg-type]
-    except ValueError:
-        return response
-    if not isinstance(original, dict) or not isinstance(original.get("error"), str):
-        return response
-    body = openai_error_body(original["error"], str(original.get("message", "")), response.status)
-    return json_response(
-        body,
-        status=response.status,
-        headers={
-            k: v for k, v in response.headers.items() if k.lower() not in {"content-type", "content-length"}
-        },
-    )
+def _openai_error(code: str, message: str, status: int) -> tuple[dict[str, Any], int]:
+    return openai_error_body(code, message, status), status
+
+
+openai_errors_middleware = error_shape_middleware("/v1/", _openai_error)
+"""Our error bodies in OpenAI's shape under ``/v1/``."""
