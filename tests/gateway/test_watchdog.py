@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from helpers import KeyPair, auth_header, read_sse, text_of
+from helpers import KeyPair, auth_header, read_sse, text_of, wait_for
 
 from common.keyspace import Keyspace
 from inference_worker.simulator import STATE_KEY as SIM_STATE
@@ -26,7 +26,12 @@ async def test_request_no_worker_takes_up_ends_with_stalled_error_not_the_deadli
     assert events[-1].event == "error"
     assert events[-1].data["error"] == "generation_stalled"
     request_id = response.headers["X-Chat-Request-Id"]
-    assert await redis.exists(Keyspace(f"{namespace}:").cancelled("u", request_id))
+    marker = Keyspace(f"{namespace}:").cancelled("u", request_id)
+
+    async def withdrawn() -> bool:  # the gateway's cancel leaves after the error event
+        return bool(await redis.exists(marker))
+
+    await wait_for(withdrawn, timeout=5, what="the stalled request's cancel marker")
 
     # The request is withdrawn: a worker that takes it up later does not generate it.
     worker = await worker_factory()
