@@ -89,6 +89,7 @@ class Embedder:
                 self._metrics.node_failures.labels(node.url, exc.code).inc()
                 if exc.node_down:
                     self._pool.mark_failed(node)
+                    self._metrics.node_up.labels(node.url).set(0)  # as a chat's failure does
                 if exc.retry_elsewhere:
                     last_error = exc
                     log.warning("embed_node_failed_retrying", node=node.url, error=exc.code)
