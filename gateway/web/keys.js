@@ -65,11 +65,15 @@ export function createKeysPanel(api, explain) {
     prefix.textContent = key.prefix + "…";
     const facts = document.createElement("dl");
     facts.className = "key-facts";
+    const ends =
+      state === "revoked"
+        ? fact("Revoked", formatTime(key.revoked_at))
+        : fact("Expires", key.expires_at ? formatTime(key.expires_at) : "Never");
     facts.append(
       fact("Prefix", prefix),
       fact("Scopes", key.scopes.join(", ")),
       fact("Created", formatTime(key.created_at)),
-      fact(state === "revoked" ? "Revoked" : "Expires", state === "revoked" ? formatTime(key.revoked_at) : key.expires_at ? formatTime(key.expires_at) : "Never"),
+      ends,
       fact("Last used", key.last_used_at ? formatTime(key.last_used_at) : "Never"),
     );
     item.append(head, facts);
@@ -205,7 +209,9 @@ export function createKeysPanel(api, explain) {
     submit.disabled = true;
     try {
       const created = await api.json("/me/api-keys", { method: "POST", body });
-      if (!created || typeof created.api_key !== "string") throw new ApiProblem(502, "bad_answer", "the service answered without a key");
+      if (!created || typeof created.api_key !== "string") {
+        throw new ApiProblem(502, "bad_answer", "the service answered without a key");
+      }
       $("key-name").value = "";
       showSecret(created.name, created.api_key);
       $("keys-status").textContent = `Key “${created.name}” created.`;
