@@ -1,5 +1,6 @@
 // The chat page: sign-in, the conversation, the session list and the model picker.
 import { createApi } from "./api.js";
+import { createKeysPanel } from "./keys.js";
 import { renderMarkdown } from "./render.js";
 import { stopChat, streamChat } from "./stream.js";
 
@@ -64,9 +65,13 @@ function explain(problem) {
   return { text: problem.message || "Something went wrong." };
 }
 
+const keysPanel = createKeysPanel(api, explain);
+$("open-keys").addEventListener("click", (event) => keysPanel.open(event.currentTarget));
+
 // -- views --------------------------------------------------------------------------------------
 function showSignIn(message = "") {
   abortRunning();
+  keysPanel.close();
   $("chat-view").hidden = true;
   $("signin-view").hidden = false;
   toggleRegister(false);
@@ -134,15 +139,23 @@ $("register-form").addEventListener("submit", (event) => {
       await api.register(fields);
       await showChat();
     } catch (problem) {
-      $("register-error").textContent =
-        problem.status === 404 || problem.status === 403
-          ? "Registration is not open here; ask your administrator for an account."
-          : problem.status === 429
-            ? `Too many registrations. Try again in ${problem.retryAfter ?? 60} s.`
-            : problem.message;
+      $("register-error").textContent = registrationRefusal(problem);
     }
   });
 });
+
+/** Why the auth service did not create the account, in words an employee can act on. */
+function registrationRefusal(problem) {
+  if (problem.code === "registration_closed") {
+    return (
+      "This email address cannot join here. Sign-up is open only to addresses of domains an " +
+      "organization allows, or with an invitation: ask your administrator for one."
+    );
+  }
+  if (problem.status === 404) return "Registration is not available here; ask your administrator for an account.";
+  if (problem.status === 429) return `Too many registrations. Try again in ${problem.retryAfter ?? 60} s.`;
+  return problem.message;
+}
 
 $("signout").addEventListener("click", async () => {
   abortRunning();

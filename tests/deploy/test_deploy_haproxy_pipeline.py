@@ -10,7 +10,7 @@ from typing import Any
 
 import aiohttp
 from aiohttp.test_utils import TestServer
-from deploy_support import Stack, StackFactory, Tls, client_tls
+from deploy_support import Stack, StackFactory, Tls, address, client_tls
 from helpers import KeyPair, SseEvent, auth_header, iter_sse, read_sse, text_of
 
 from inference_worker.simulator import STATE_KEY
@@ -142,6 +142,61 @@ async def test_auth_paths_reach_the_auth_service(stack: Stack) -> None:
             assert (await response.json())["keys"]
         # The token from the auth service opens a chat through the same base URL.
         await _chat_ok(session, url, tokens["access_token"])
+
+
+async def test_personal_api_keys_are_managed_and_used_through_the_front_door(
+    stack_factory: StackFactory, auth_server: TestServer
+) -> None:
+    # What the chat page's API-keys panel calls: list, create, revoke the signed-in user's own keys
+    # (auth's /me/api-keys behind HAProxy), and the key used at the gateways through the same door.
+    stack = await stack_factory(gateway_env={"AUTH_URL": f"http://{address(auth_server)}"})
+    url = stack.haproxy.http_url
+    name = f"keys{uuid.uuid4().hex[:8]}"
+    account = {
+        "username": name,
+        "password": "testpass123-long-enough",
+        "email": f"{name}@company.com",
+        "organization": f"Org {name}",
+    }
+    async with aiohttp.ClientSession() as session:
+        async with session.post(f"{url}/register", json=account) as response:
+            assert response.status == 201, await response.text()
+        login = {"username": name, "password": account["password"]}
+        async with session.post(f"{url}/login", json=login) as response:
+            signed_in = auth_header((await response.json())["access_token"])
+        async with session.get(f"{url}/me/api-keys", headers=signed_in) as response:
+            assert response.status == 200, await response.text()
+            assert await response.json() == {"api_keys": []}
+        body = {"name": "script", "expires_in": 3600}
+        async with session.post(f"{url}/me/api-keys", json=body, headers=signed_in) as response:
+            assert response.status == 201, await response.text()
+            assert response.headers["Cache-Control"] == "no-store"
+            created = await response.json()
+        secret = created["api_key"]
+        assert secret.startswith(created["prefix"]) and created["scopes"] == ["chat", "models"]
+        async with session.get(f"{url}/me/api-keys", headers=signed_in) as response:
+            (listed,) = (await response.json())["api_keys"]
+        assert listed["key_id"] == created["key_id"] and "api_key" not in listed
+        assert secret not in str(listed)
+
+        with_key = auth_header(secret)
+        async with session.get(f"{url}/v1/models", headers=with_key) as response:
+            assert response.status == 200, await response.text()
+        # A key cannot manage keys: that needs a sign-in.
+        async with session.get(f"{url}/me/api-keys", headers=with_key) as response:
+            assert response.status == 401
+
+        key_path = f"{url}/me/api-keys/{created['key_id']}"
+        async with session.delete(key_path, headers=signed_in) as response:
+            assert response.status == 204, await response.text()
+        for _ in range(3):  # every gateway refuses it (HAProxy spreads the calls)
+            async with session.get(f"{url}/v1/models", headers=with_key) as response:
+                assert response.status == 401, await response.text()
+        async with session.delete(key_path, headers=signed_in) as response:
+            assert response.status == 204  # revoking again changes nothing
+        async with session.delete(f"{url}/me/api-keys/{'0' * 32}", headers=signed_in) as response:
+            assert response.status == 404
+            assert (await response.json())["error"] == "api_key_not_found"
 
 
 async def test_stats_and_metrics_show_the_backends(stack: Stack) -> None:

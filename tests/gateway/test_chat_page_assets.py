@@ -78,7 +78,7 @@ async def test_every_asset_the_page_names_is_served_from_this_origin(gateway: An
         if url.endswith(".js"):
             assert response.content_type == "text/javascript"
             imports += re.findall(r'from "\./([^"]+)"', await response.text())
-    assert {"api.js", "render.js", "stream.js"} <= set(imports)
+    assert {"api.js", "keys.js", "render.js", "stream.js"} <= set(imports)
     for name in imports:  # our modules' imports, the vendored libraries included
         response = await gateway.get(f"/assets/{name}")
         assert response.status == 200, name

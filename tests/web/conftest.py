@@ -97,17 +97,23 @@ async def web_stack_factory(
     page_installed: None,
     haproxy_path: str,
     simulator: TestServer,
-    worker: Any,
+    worker_factory: Any,
     gateway_factory: Any,
     archiver_factory: Any,
     auth_base_env: dict[str, str],
     keys: KeyPair,
     tmp_path: Path,
 ) -> AsyncIterator[Any]:
-    """``await web_stack_factory(auth_env, **gateway_env)``: the stack, every server UP in HAProxy."""
+    """``await web_stack_factory(auth_env, common_env, **gateway_env)``: the stack, every server UP
+    in HAProxy. ``common_env`` goes to the worker, the archiver and the gateways alike (settings all
+    of them read, such as ``REQUEST_QUEUE_MAX_LENGTH``: the first to declare the queue sets it)."""
     started: list[tuple[HAProxy, TestServer]] = []
 
-    async def start(auth_env: dict[str, str] | None = None, **gateway_env: str) -> WebStack:
+    async def start(
+        auth_env: dict[str, str] | None = None, common_env: dict[str, str] | None = None, **gateway_env: str
+    ) -> WebStack:
+        shared = common_env or {}
+        worker = await worker_factory(**shared)
         auth = await start_server(
             create_auth_app(
                 AuthSettings.from_env(
@@ -122,10 +128,16 @@ async def web_stack_factory(
                 )
             )
         )
-        await archiver_factory()
+        await archiver_factory(**shared)
         gateways = [
             await gateway_factory(
-                **{"INSTANCE_ID": f"web{i}", "RATE_LIMIT_PER_MINUTE": "1000", **gateway_env}
+                **{
+                    "INSTANCE_ID": f"web{i}",
+                    "RATE_LIMIT_PER_MINUTE": "1000",
+                    "AUTH_URL": f"http://{address(auth)}",  # API keys are verified there
+                    **shared,
+                    **gateway_env,
+                }
             )
             for i in (1, 2)
         ]
@@ -144,7 +156,9 @@ async def web_stack_factory(
         started.append((proxy, auth))
         await proxy.start(haproxy_path)
         await proxy.wait_status(GATEWAYS_UP)
-        return WebStack(proxy, haproxy_path, gateways, auth, simulator)
+        return WebStack(
+            proxy, haproxy_path, gateways, auth, simulator, worker, lambda: worker_factory(**shared)
+        )
 
     yield start
     for proxy, auth in reversed(started):

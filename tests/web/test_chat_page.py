@@ -13,7 +13,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from playwright.async_api import Browser, BrowserContext, Page, Request, Route, expect
+from playwright.async_api import Browser, BrowserContext, Page, Request, Response, expect
 from tcp_proxy import TcpProxy
 from web_support import AXE, GATEWAYS_UP, Shots, WebStack
 
@@ -286,7 +286,7 @@ async def test_model_output_is_sanitized_and_code_can_be_copied(
     await context.close()
 
 
-async def test_clear_messages_for_busy_limits_lost_connections_and_expired_sign_in(
+async def test_clear_messages_for_limits_lost_connections_and_expired_sign_in(
     web_stack_factory: Any, browser: Browser, shots: Shots
 ) -> None:
     # Access tokens of 35 s: the page refreshes 30 s before expiry, so within this test.
@@ -297,28 +297,15 @@ async def test_clear_messages_for_busy_limits_lost_connections_and_expired_sign_
     page.on("response", lambda r: refreshes.append(r.status) if r.url.endswith("/refresh") else None)
     await _register(page, stack, f"limits_{uuid.uuid4().hex[:8]}")
 
-    # 503 (HAProxy's answer while no gateway is up, injected at the browser's network layer for
-    # the first try): the page says it is busy and retries by itself.
-    busy = {"error": "unavailable", "message": "no gateway is up"}
-    answered_busy: list[str] = []
+    # The access token is refreshed before it expires, and the page keeps working with the new one.
+    async def refreshed() -> bool:
+        return 200 in refreshes
 
-    async def first_busy(route: Route) -> None:
-        if not answered_busy:
-            answered_busy.append(route.request.url)
-            await route.fulfill(status=503, headers={"Retry-After": "2"}, json=busy)
-        else:
-            await route.continue_()
-
-    await page.route("**/chat", first_busy)
-    await _send(page, "one")
-    await expect(page.locator("#notice")).to_contain_text(re.compile(r"busy; retrying in \d s"))
-    await shots.take(page, "busy-retrying")
-    await expect(_last_answer(page)).to_have_attribute("data-state", "done")
-    await expect(page.locator("#notice")).to_be_hidden()
-    assert answered_busy
-    await page.unroute("**/chat")
+    await _until(refreshed, timeout=20)
 
     # 429 after a lost connection (below): the time to wait is on screen.
+    await _send(page, "one")
+    await expect(_last_answer(page)).to_have_attribute("data-state", "done")
     await _send(page, "two")
     answer = _last_answer(page)
     await _until(lambda: answer.evaluate("e => Number(e.dataset.tokens || 0) >= 2"))
@@ -339,9 +326,6 @@ async def test_clear_messages_for_busy_limits_lost_connections_and_expired_sign_
         re.compile(r"Too many requests\. Please wait \d+ s")
     )
     await shots.take(page, "rate-limited")
-
-    # The access token was refreshed before it expired, and the page kept working with the new one.
-    assert 200 in refreshes, refreshes
 
     # Expired sign-in: the login is revoked behind the page's back; its next call says so.
     assert tokens.last
@@ -412,3 +396,188 @@ async def test_an_answer_cut_by_the_network_resumes_where_it_stopped(
         await context.close()
     finally:
         await link.close()
+
+
+async def test_a_full_request_queue_says_busy_retries_and_recovers(
+    web_stack_factory: Any, browser: Browser, shots: Shots
+) -> None:
+    # A real 503 from the platform: the request queue is full (REQUEST_QUEUE_MAX_LENGTH, RabbitMQ's
+    # reject-publish) because no worker consumes it; the gateway answers 503 queue_full with
+    # Retry-After. A worker that comes back drains the queue and the page's own retry gets through.
+    stack: WebStack = await web_stack_factory(common_env={"REQUEST_QUEUE_MAX_LENGTH": "2"})
+    context, page = await _new_page(browser)
+    tokens = Tokens(page)
+    busy: list[Response] = []
+    page.on("response", lambda r: busy.append(r) if r.url.endswith("/chat") and r.status == 503 else None)
+    await _register(page, stack, f"busy_{uuid.uuid4().hex[:8]}")
+    assert tokens.last
+
+    await stack.stop_worker()
+    queued: list[aiohttp.ClientResponse] = []
+    async with aiohttp.ClientSession() as http:
+        bearer = {"Authorization": f"Bearer {tokens.last}"}
+        for i in range(6):  # quorum queues may take one more than their limit
+            body = {"session_id": str(uuid.uuid4()), "prompt": f"waiting {i}", "stream": True}
+            response = await http.post(stack.url + "/chat", json=body, headers=bearer)
+            if response.status == 503:
+                assert (await response.json())["error"] == "queue_full"
+                response.release()
+                break
+            assert response.status == 200, await response.text()
+            queued.append(response)
+        else:
+            raise AssertionError("the request queue never filled up")
+
+        await _send(page, "Are you there?")
+        answer = _last_answer(page)
+        await expect(page.locator("#notice")).to_contain_text(re.compile(r"busy; retrying in \d s"))
+        await expect(answer.locator(".note")).to_have_text("Busy; retrying…")
+        await shots.take(page, "busy-retrying")
+        assert busy, "the page saw no 503"
+        first = busy[0]
+        assert (await first.json())["error"] == "queue_full"
+        assert int(await first.header_value("retry-after") or 0) >= 1
+
+        await stack.start_worker()
+        await expect(answer).to_have_attribute("data-state", "done", timeout=30_000)
+        await expect(page.locator("#notice")).to_be_hidden()
+        assert (await answer.locator(".body").inner_text()).strip()
+        await shots.take(page, "recovered")
+
+        # The requests that waited in the queue were answered too: nothing was lost.
+        for response in queued:
+            raw = await response.text()
+            assert "event: done" in raw, raw[-300:]
+    await context.close()
+
+
+async def test_an_email_that_may_not_join_is_told_why(
+    web_stack_factory: Any, browser: Browser, shots: Shots
+) -> None:
+    # Sign-up closed (the production default): only invited people or an allowed domain may join.
+    stack: WebStack = await web_stack_factory({"AUTH_OPEN_SIGNUP": "false"})
+    context, page = await _new_page(browser)
+    refusals: list[Response] = []
+    page.on("response", lambda r: refusals.append(r) if r.url.endswith("/register") else None)
+    username = f"closed_{uuid.uuid4().hex[:8]}"
+    await page.goto(stack.url + "/")
+    await page.get_by_role("button", name="Create an account").click()
+    await page.locator("#register-username").fill(username)
+    await page.locator("#register-email").fill(f"{username}@gmail.example")
+    await page.locator("#register-organization").fill("Acme")
+    await page.locator("#register-password").fill(PASSWORD)
+    await page.locator("#register-password").press("Enter")
+    error = page.locator("#register-error")
+    await expect(error).to_have_text(
+        "This email address cannot join here. Sign-up is open only to addresses of domains an "
+        "organization allows, or with an invitation: ask your administrator for one."
+    )
+    assert await error.get_attribute("role") == "alert"
+    assert [r.status for r in refusals] == [403]
+    assert (await refusals[0].json())["error"] == "registration_closed"
+    await expect(page.locator("#chat-view")).to_be_hidden()
+    await expect(page.locator("#register-form")).to_be_visible()
+    await shots.take(page, "registration-closed")
+    assert await _axe(page) == []
+    await context.close()
+
+
+async def test_personal_api_keys_are_created_shown_once_used_and_revoked(
+    web_stack_factory: Any, browser: Browser, shots: Shots
+) -> None:
+    stack: WebStack = await web_stack_factory()
+    context, page = await _new_page(browser, viewport={"width": 1280, "height": 800})
+    await context.grant_permissions(["clipboard-read", "clipboard-write"], origin=stack.url)
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    await _register(page, stack, f"keys_{uuid.uuid4().hex[:8]}")
+
+    # Open the panel from the keyboard: focus lands in the form.
+    opener = page.get_by_role("button", name="API keys")
+    await opener.focus()
+    await page.keyboard.press("Enter")
+    dialog = page.get_by_role("dialog", name="API keys")
+    await expect(dialog).to_be_visible()
+    await expect(page.locator("#keys-empty")).to_be_visible()
+    await expect(page.locator("#key-name")).to_be_focused()
+    await shots.take(page, "panel")
+    assert await _axe(page) == []
+
+    # Create one with an expiry, the keyboard alone: type the name, Tab to the expiry, Enter.
+    await page.keyboard.type("reporting script")
+    await page.keyboard.press("Tab")
+    await expect(page.locator("#key-expiry")).to_be_focused()
+    await page.locator("#key-expiry").select_option("604800")  # 7 days
+    await page.locator("#key-name").press("Enter")
+    secret_box = dialog.get_by_role("textbox", name="The new API key")
+    await expect(secret_box).to_be_visible()
+    await expect(dialog).to_contain_text("Copy it now: you will not see it again.")
+    secret = await secret_box.input_value()
+    assert re.fullmatch(r"ekey_[A-Za-z0-9]{12}[A-Za-z0-9_-]{43}", secret), secret
+    await dialog.get_by_role("button", name="Copy", exact=True).click()
+    await expect(page.locator("#key-copy-status")).to_have_text("Copied to the clipboard.")
+    assert await page.evaluate("navigator.clipboard.readText()") == secret
+    item = page.locator("li.key").first
+    await expect(item.locator(".key-name")).to_have_text("reporting script")
+    await expect(item).to_have_attribute("data-state", "active")
+    facts = await item.locator(".key-facts").inner_text()
+    assert secret[:17] in facts and secret not in facts  # the prefix only
+    assert "chat, models" in facts and "Never" in facts  # scopes; not used yet
+    expires = await item.locator(".key-facts dd").nth(3).inner_text()
+    assert expires != "Never"
+    await shots.take(page, "key-created-shown-once")
+    assert await _axe(page) == []
+
+    # The key works for a real API call through the front door.
+    bearer = {"Authorization": f"Bearer {secret}"}
+    async with aiohttp.ClientSession() as http:
+        async with http.get(stack.url + "/v1/models", headers=bearer) as response:
+            assert response.status == 200, await response.text()
+            assert "llama3.2" in {model["id"] for model in (await response.json())["data"]}
+
+        # Done: the secret is gone from the page; reopened, the panel shows the prefix only.
+        await dialog.get_by_role("button", name="Done, I have stored it").click()
+        await expect(page.locator("#key-secret")).to_be_hidden()
+        assert await page.locator("#key-secret-value").input_value() == ""
+        await page.keyboard.press("Escape")
+        await expect(dialog).to_be_hidden()
+        await expect(opener).to_be_focused()
+        await opener.click()
+        await expect(page.locator("li.key")).to_have_count(1)
+        await expect(page.locator("#key-secret")).to_be_hidden()
+        assert secret not in await page.evaluate("document.body.innerText + document.body.innerHTML")
+        await expect(page.locator("li.key .key-facts dd").nth(4)).not_to_have_text("Never")  # last used
+
+        # Revoke: a confirmation first; Cancel keeps the key.
+        item = page.locator("li.key").first
+        await item.get_by_role("button", name="Revoke").click()
+        await expect(item.get_by_role("group")).to_contain_text("Revoke “reporting script”?")
+        await expect(item.get_by_role("button", name="Cancel")).to_be_focused()
+        await page.keyboard.press("Enter")  # Cancel
+        await expect(item).to_have_attribute("data-state", "active")
+        await item.get_by_role("button", name="Revoke").click()
+        await shots.take(page, "revoke-confirmation")
+        await item.get_by_role("button", name="Yes, revoke").click()
+        await expect(page.locator("li.key").first).to_have_attribute("data-state", "revoked")
+        await expect(page.locator("#keys-status")).to_have_text("Key “reporting script” revoked.")
+        await expect(page.locator("li.key").first.get_by_role("button", name="Revoke")).to_have_count(0)
+        await shots.take(page, "key-revoked")
+
+        # The same call is refused now, on whichever gateway answers.
+        for _ in range(4):
+            async with http.get(stack.url + "/v1/models", headers=bearer) as response:
+                assert response.status == 401, await response.text()
+
+    # Phone width: the panel fits the screen, nothing scrolls sideways.
+    await page.set_viewport_size({"width": 390, "height": 844})
+    await expect(dialog).to_be_in_viewport()
+    assert await dialog.evaluate("e => e.scrollWidth <= e.clientWidth")
+    await shots.take(page, "phone-panel")
+    await page.keyboard.press("Escape")
+    assert await page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    heights = await page.locator(".topbar button").evaluate_all("bs => bs.map(b => b.offsetHeight)")
+    assert max(heights) < 48, heights  # every top-bar button on one line
+    await shots.take(page, "phone-topbar")
+    assert not errors, errors
+    await context.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,17 @@ class WebStack:
     gateways: list[Any]
     auth: TestServer
     simulator: TestServer
+    worker: Any  # the running inference worker (None while stopped)
+    new_worker: Callable[[], Awaitable[Any]]
+
+    async def stop_worker(self) -> None:
+        """No worker consumes the request queue any more (requests wait there, up to its limit)."""
+        await self.worker.close()
+        self.worker = None
+
+    async def start_worker(self) -> None:
+        """A new worker, configured as the first; it takes what waits in the queue."""
+        self.worker = await self.new_worker()
 
     @property
     def url(self) -> str:
