@@ -53,8 +53,10 @@ def _unknown() -> ApiError:
 
 def _last_event_id(request: web.Request) -> int:
     raw = request.headers.get("Last-Event-ID")
-    if raw is None or raw == "":
+    if raw is None:
         return -1
+    # Present but empty (or blank, which HTTP strips to empty) is no event id: browsers omit the
+    # header rather than send it empty, so refusing it matches the documented pattern.
     if _EVENT_ID.fullmatch(raw) is None:  # ASCII digits only: str.isdigit() takes "²" and "٣"
         raise ApiError(400, "invalid_last_event_id", "Last-Event-ID must be an event id of this stream")
     return int(raw)

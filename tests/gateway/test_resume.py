@@ -245,7 +245,9 @@ async def test_a_last_event_id_that_is_not_ascii_digits_is_400(
         "-1",
         "1e3",
         "1234567890",
-    ):  # Arabic-Indic 3, superscript 2, sign, exponent, too long
+        "",
+        " ",
+    ):  # Arabic-Indic 3, superscript 2, sign, exponent, too long, empty, blank (also found by it)
         headers = {**auth_header(token), "Last-Event-ID": bad}
         refused = await gateway.get(f"/chat/{request_id}/events", headers=headers)
         assert refused.status == 400, bad
