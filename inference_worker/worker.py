@@ -38,7 +38,7 @@ from broker.events import (
     publish_session_event,
     session_event,
 )
-from broker.messages import ChatDone, ChatError, ChatRequest, EmbedRequest, Reply, decode_request
+from broker.messages import ChatDone, ChatError, ChatRequest, EmbedRequest, Reply, ToolCall, decode_request
 from common.amqp import connect, ready_messages, topology_for
 from common.archive import ArchiveStore
 from common.cancels import CancelMarkers
@@ -380,13 +380,16 @@ class InferenceWorker(Service):
         *,
         usage: dict[str, int] | None = None,
         finish_reason: str | None = None,
+        tool_calls: list[ToolCall] | None = None,
     ) -> tuple[bool, int, int]:
         """Record the exchange once (common/exchanges.py): the request's record, and its turns in
         the session (for an answer, or any text sent). A no-op when the request already has a
         final record (a redelivery; the gateway's own outcome)."""
         assert self._records is not None and self._sessions is not None
         record_turns = request.session_id is not None and request.record and (state == "done" or bool(text))
-        turns = exchange_turns(request, text, state, usage, finish_reason) if record_turns else None
+        turns = (
+            exchange_turns(request, text, state, usage, finish_reason, tool_calls) if record_turns else None
+        )
         committed, version, spilled = await self._records.commit(
             user_id=request.user_id,
             org_id=request.org_id,
@@ -485,7 +488,14 @@ class InferenceWorker(Service):
             tool_calls=result.tool_calls,
         )
         committed, version, spilled_turns = await self._commit(
-            request, replies, "done", result.text, done, usage=usage, finish_reason=result.done_reason
+            request,
+            replies,
+            "done",
+            result.text,
+            done,
+            usage=usage,
+            finish_reason=result.done_reason,
+            tool_calls=done.tool_calls,
         )
         if committed and request.session_id and request.record:
             if self.settings.session_updated_events:
