@@ -54,7 +54,9 @@ _offsets_decoder = msgspec.json.Decoder(list[int])
 _encoder = msgspec.json.Encoder()
 
 # Rewrites the exchange ``rid`` among the last turns: the assistant turn's content becomes
-# ``text`` (and its outcome ``outcome``), or with ``text`` nil both turns go; an emptied session goes.
+# ``text`` (and its outcome ``outcome``), or with ``text`` nil all its turns go; an emptied session
+# goes. Tool calls travel with the done only, which the client did not get: they go too (and cjson
+# would turn their arguments' empty arrays into objects).
 _REWRITE_LUA = """
 local function rewrite(turns_key, meta_key, index_key, spill_key, sid, rid, text, outcome)
   local n = redis.call('LLEN', turns_key)
@@ -74,6 +76,7 @@ local function rewrite(turns_key, meta_key, index_key, spill_key, sid, rid, text
       elseif t.role == 'assistant' then
         t.content = text
         t.outcome = outcome
+        t.tool_calls = nil
         local enc = cjson.encode(t)
         redis.call('LSET', turns_key, idx, enc)
         delta = delta + #enc - #items[i]
