@@ -1,5 +1,7 @@
 """The machine-readable contract: an AsyncAPI 2.6 document and RabbitMQ definitions.
 
+The document passes the official parser (``@asyncapi/parser``, tests/broker/test_asyncapi_parser.py).
+
 ``python -m broker.contract`` rewrites ``broker/asyncapi.json`` and ``broker/definitions.json``
 from the code; a test fails when the committed files drift from it.
 """
@@ -26,12 +28,14 @@ from broker.messages import (
     Resume,
     SessionEvent,
     TokenChunk,
+    UsageBatch,
 )
 from broker.topology import (
     EVENT_GENERATION_FINISHED,
     EVENT_SESSION_FINISHED,
     EVENT_SESSION_SPILLED,
     EVENT_SESSION_UPDATED,
+    EVENT_USAGE_BATCH,
     REQUEST_ROUTING_KEY,
     Topology,
 )
@@ -39,12 +43,15 @@ from broker.topology import (
 HERE = Path(__file__).parent
 ASYNCAPI_PATH = HERE / "asyncapi.json"
 DEFINITIONS_PATH = HERE / "definitions.json"
+# The AMQP bindings (https://github.com/asyncapi/bindings/tree/master/amqp) of this version.
+_AMQP = {"bindingVersion": "0.3.0"}
 
 
 def _message(struct: type[msgspec.Struct], summary: str, *, one_request: bool = True) -> dict[str, Any]:
     """A message of the document; ``one_request`` False: it carries no request's id of its own
     (a batch: its frames do), so neither a correlation id nor the tracing headers."""
     message: dict[str, Any] = {
+        "messageId": struct.__name__,
         "name": struct.__name__,
         "title": struct.__name__,
         "summary": summary,
@@ -74,6 +81,27 @@ def _message(struct: type[msgspec.Struct], summary: str, *, one_request: bool = 
     }
 
 
+def _schema(node: Any) -> Any:
+    """msgspec's JSON Schema in AsyncAPI's dialect: a tagged union's ``discriminator`` is OpenAPI's
+    object (propertyName + mapping) there, the bare property name here."""
+    if isinstance(node, list):
+        return [_schema(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    converted = {key: _schema(value) for key, value in node.items()}
+    if isinstance(converted.get("discriminator"), dict):
+        converted["discriminator"] = converted["discriminator"]["propertyName"]
+    return converted
+
+
+def _exchange(name: str, kind: str) -> dict[str, Any]:
+    return {"amqp": {"is": "routingKey", "exchange": {"name": name, "type": kind, "durable": True}, **_AMQP}}
+
+
+def _queue(name: str, **flags: bool) -> dict[str, Any]:
+    return {"amqp": {"is": "queue", "queue": {"name": name, "durable": True, **flags}, **_AMQP}}
+
+
 def asyncapi(topology: Topology | None = None) -> dict[str, Any]:
     t = topology or Topology()
     _, components = msgspec.json.schema_components(
@@ -82,6 +110,7 @@ def asyncapi(topology: Topology | None = None) -> dict[str, Any]:
     )
     return {
         "asyncapi": "2.6.0",
+        "id": "urn:enterprise-chat:broker",
         "info": {
             "title": "Enterprise chat pipeline: broker contract",
             "version": str(SCHEMA_VERSION),
@@ -90,6 +119,29 @@ def asyncapi(topology: Topology | None = None) -> dict[str, Any]:
                 "Every body is JSON with schema_version, request_id, user_id and org_id; readers "
                 "ignore unknown fields. Names below use the default prefix 'chat' (BROKER_PREFIX)."
             ),
+            # No "contact": the project publishes no team address, and an invented one would
+            # mislead integrators (the one warning the parser check allows, tests/broker).
+            "license": {"name": "UNLICENSED (proprietary, as package.json)"},
+        },
+        "tags": [
+            {"name": "requests", "description": "Chat and embedding requests, and their replies"},
+            {"name": "control", "description": "Cancel and resume running generations"},
+            {"name": "events", "description": "Session and usage events"},
+        ],
+        "servers": {
+            "rabbitmq": {
+                "url": "{host}:{port}",
+                "protocol": "amqp",
+                "protocolVersion": "0-9-1",
+                "description": (
+                    "The deployment's RabbitMQ (BROKER_URL); every name lives in its vhost. Each "
+                    "internal system connects as its own RabbitMQ user (README, broker contract)."
+                ),
+                "variables": {
+                    "host": {"default": "localhost", "description": "Broker host"},
+                    "port": {"default": "5672", "description": "AMQP port (5671 with TLS)"},
+                },
+            }
         },
         "defaultContentType": "application/json",
         "channels": {
@@ -105,18 +157,26 @@ def asyncapi(topology: Topology | None = None) -> dict[str, Any]:
                     "(the default when 'type' is absent) and 'embed.request' (a batch of texts to "
                     "embed, answered by one done carrying 'embeddings', no tokens)."
                 ),
+                "bindings": _exchange(t.requests_exchange, "direct"),
                 "publish": {
+                    "operationId": "sendRequest",
+                    "summary": "Ask for a chat generation or embeddings",
+                    "tags": [{"name": "requests"}],
+                    "bindings": {
+                        "amqp": {"cc": [REQUEST_ROUTING_KEY], "deliveryMode": 2, "ack": True, **_AMQP}
+                    },
                     "message": {
                         "oneOf": [
                             _message(ChatRequest, "Ask for a chat generation"),
                             _message(EmbedRequest, "Ask for the embeddings of a batch of texts"),
                         ]
-                    }
+                    },
                 },
             },
-            "<reply_to>": {
+            "{replyTo}": {
                 "description": (
-                    "The requester's own exclusive queue, published to via the default exchange. "
+                    "The requester's own queue, named in each request's reply_to, published to via "
+                    "the default exchange. "
                     "Each request's replies, by their 'type' field: token* then exactly one done or "
                     "error; seq counts a generation's tokens from 0. A new 'generation' value means "
                     "the request was redelivered and restarted. With reply_mode 'message' (the "
@@ -131,7 +191,18 @@ def asyncapi(topology: Topology | None = None) -> dict[str, Any]:
                     "queue, replayed from the requested seq under the same generation: a reader "
                     "drops a token whose seq it already has."
                 ),
+                "parameters": {
+                    "replyTo": {
+                        "description": "The reply queue's name: the request's AMQP reply_to property",
+                        "schema": {"type": "string"},
+                        "location": "$message.header#/reply_to",
+                    }
+                },
+                "bindings": {"amqp": {"is": "queue", "queue": {"name": "{replyTo}"}, **_AMQP}},
                 "subscribe": {
+                    "operationId": "receiveReplies",
+                    "summary": "Tokens, then one done or error, of each request",
+                    "tags": [{"name": "requests"}],
                     "message": {
                         "oneOf": [
                             _message(TokenChunk, "A coalesced run of generated text"),
@@ -148,7 +219,7 @@ def asyncapi(topology: Topology | None = None) -> dict[str, Any]:
                                 one_request=False,
                             ),
                         ]
-                    }
+                    },
                 },
             },
             t.cancel_exchange: {
@@ -159,13 +230,17 @@ def asyncapi(topology: Topology | None = None) -> dict[str, Any]:
                     "its text from 'from_seq'. Both act only on the request of the named user_id, "
                     "which the publisher takes from the verified caller, never from a client."
                 ),
+                "bindings": _exchange(t.cancel_exchange, "fanout"),
                 "publish": {
+                    "operationId": "sendControl",
+                    "summary": "Cancel or resume a running generation",
+                    "tags": [{"name": "control"}],
                     "message": {
                         "oneOf": [
                             _message(Cancel, "Stop a generation"),
                             _message(Resume, "Re-point a running generation's replies and replay them"),
                         ]
-                    }
+                    },
                 },
             },
             t.events_exchange: {
@@ -177,22 +252,31 @@ def asyncapi(topology: Topology | None = None) -> dict[str, Any]:
                     f"'{EVENT_SESSION_UPDATED}' only when configured to (SESSION_UPDATED_EVENTS=true). "
                     "Also the usage of every finished generation, "
                     f"routing key '{EVENT_GENERATION_FINISHED}', consumed from queue '{t.ledger_queue}' "
-                    "by the usage ledger (auth/ledger.py), once per request_id."
+                    "by the usage ledger (auth/ledger.py), once per request_id: a single "
+                    f"GenerationFinished, or (AMQP type '{EVENT_USAGE_BATCH}') a UsageBatch of the "
+                    "generations that ended within one worker tick (BATCH_WRITE_MS); a reader of "
+                    "these events must accept both."
                 ),
+                "bindings": _exchange(t.events_exchange, "topic"),
                 "subscribe": {
+                    "operationId": "receiveEvents",
+                    "summary": "Session and usage events",
+                    "tags": [{"name": "events"}],
                     "message": {
                         "oneOf": [
                             _message(SessionEvent, "A session changed or finished"),
                             _message(GenerationFinished, "A generation ended: its usage, for the ledger"),
+                            _message(UsageBatch, "Several generations' usage, from one worker tick"),
                         ]
-                    }
+                    },
                 },
             },
             t.dead_letter_queue: {
                 "description": "Rejected (invalid), expired and over-delivered messages, for inspection.",
+                "bindings": _queue(t.dead_letter_queue),
             },
         },
-        "components": {"schemas": components},
+        "components": {"schemas": _schema(components)},
     }
 
 

@@ -129,7 +129,8 @@ def merge_turns(existing: list[Turn], new: list[Turn]) -> list[Turn]:
     merged = {identity(t): t for t in existing}
     for turn in new:
         merged.setdefault(identity(turn), turn)
-    return sorted(merged.values(), key=lambda t: (t.created_at, 0 if t.role == "user" else 1))
+    # The caller's turns (user, tool results) before the answer of the same moment.
+    return sorted(merged.values(), key=lambda t: (t.created_at, 1 if t.role == "assistant" else 0))
 
 
 _encoder = msgspec.json.Encoder()

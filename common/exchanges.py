@@ -31,12 +31,20 @@ from typing import Any, Literal
 
 import msgspec
 
-from broker.messages import ChatDone, ChatError, ChatRequest, TokenChunk
+from broker.messages import ChatDone, ChatError, ChatRequest, TokenChunk, ToolCall
 from common.keyspace import Keyspace
 from common.redis import RedisClient
 from common.sessions import APPEND_TURNS_LUA, SessionStore, Turn
 
-__all__ = ["FINAL_STATES", "ChatRecord", "ChatRecords", "RecordState", "exchange_turns", "offsets_of"]
+__all__ = [
+    "FINAL_STATES",
+    "ChatRecord",
+    "ChatRecords",
+    "RecordState",
+    "exchange_turns",
+    "offsets_of",
+    "request_turns",
+]
 
 RecordState = Literal["pending", "done", "failed", "cancelled", "interrupted", "withdrawn"]
 FINAL_STATES: frozenset[str] = frozenset({"done", "failed", "cancelled", "interrupted", "withdrawn"})
@@ -46,7 +54,9 @@ _offsets_decoder = msgspec.json.Decoder(list[int])
 _encoder = msgspec.json.Encoder()
 
 # Rewrites the exchange ``rid`` among the last turns: the assistant turn's content becomes
-# ``text`` (and its outcome ``outcome``), or with ``text`` nil both turns go; an emptied session goes.
+# ``text`` (and its outcome ``outcome``), or with ``text`` nil all its turns go; an emptied session
+# goes. Tool calls travel with the done only, which the client did not get: they go too (and cjson
+# would turn their arguments' empty arrays into objects).
 _REWRITE_LUA = """
 local function rewrite(turns_key, meta_key, index_key, spill_key, sid, rid, text, outcome)
   local n = redis.call('LLEN', turns_key)
@@ -66,6 +76,7 @@ local function rewrite(turns_key, meta_key, index_key, spill_key, sid, rid, text
       elseif t.role == 'assistant' then
         t.content = text
         t.outcome = outcome
+        t.tool_calls = nil
         local enc = cjson.encode(t)
         redis.call('LSET', turns_key, idx, enc)
         delta = delta + #enc - #items[i]
@@ -292,14 +303,26 @@ class ChatRecords:
         return [record] * 6, []
 
 
-def exchange_turns(
-    request: ChatRequest,
-    text: str,
-    outcome: RecordState,
-    usage: dict[str, int] | None = None,
-    finish_reason: str | None = None,
-) -> list[Turn]:
-    """The user turn (for OpenAI-style requests, their last user message) and the answer."""
+def request_turns(request: ChatRequest) -> list[Turn]:
+    """What the caller said in this exchange: the prompt, or for a conversation (OpenAI/Ollama
+    ``messages``) its last user message; a conversation that ends with tool results (the answer to
+    the model's tool calls, which the session holds as the previous assistant turn) says those."""
+    messages = request.messages or []
+    results: list[Turn] = []
+    for message in reversed(messages):
+        if message.role != "tool":
+            break
+        turn = Turn(
+            role="tool",
+            content=message.content,
+            created_at=request.created_at,
+            request_id=request.request_id,
+            trace_id=request.trace_id or None,
+            tool_name=message.tool_name,
+        )
+        results.insert(0, turn)
+    if results:
+        return results
     return [
         Turn(
             role="user",
@@ -307,7 +330,22 @@ def exchange_turns(
             created_at=request.created_at,
             request_id=request.request_id,
             trace_id=request.trace_id or None,
-        ),
+        )
+    ]
+
+
+def exchange_turns(
+    request: ChatRequest,
+    text: str,
+    outcome: RecordState,
+    usage: dict[str, int] | None = None,
+    finish_reason: str | None = None,
+    tool_calls: list[ToolCall] | None = None,
+) -> list[Turn]:
+    """The caller's turns (:func:`request_turns`) and the answer: its text, or the tool calls the
+    model made instead."""
+    return [
+        *request_turns(request),
         Turn(
             role="assistant",
             content=text,
@@ -318,6 +356,7 @@ def exchange_turns(
             trace_id=request.trace_id or None,
             finish_reason=finish_reason,
             outcome=outcome,
+            tool_calls=tool_calls or None,
         ),
     ]
 

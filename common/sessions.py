@@ -16,6 +16,7 @@ from typing import Any, Literal, NamedTuple
 
 import msgspec
 
+from broker.messages import ToolCall
 from common.keyspace import Keyspace
 from common.redis import RedisClient
 
@@ -34,6 +35,11 @@ class Turn(msgspec.Struct, kw_only=True, omit_defaults=True):
     # How the exchange ended (assistant turns): done, interrupted (the text the client got),
     # cancelled, failed. See common/exchanges.py.
     outcome: str | None = None
+    # An assistant turn that called tools (its content is then usually empty), as Ollama names them.
+    tool_calls: list[ToolCall] | None = None
+    # A "tool" turn (a tool's result, sent by the client in an OpenAI/Ollama conversation): the
+    # function it answers (Ollama's field).
+    tool_name: str | None = None
 
 
 class SessionMeta(msgspec.Struct, kw_only=True):

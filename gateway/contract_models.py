@@ -447,6 +447,11 @@ class TurnView(msgspec.Struct):
     # Assistant turns: how the exchange ended. ``interrupted``: the text the client got, then an
     # error; ``cancelled``: the client left; ``failed``: the generation failed after some text.
     outcome: Literal["done", "interrupted", "cancelled", "failed"] | None = None
+    # An assistant turn that called tools instead of answering (content then empty), as Ollama's
+    # message.tool_calls; ``id`` is the one the OpenAI API gave the call.
+    tool_calls: list[OllamaToolCall] | None = None
+    # A "tool" turn (a tool's result the client sent): the function it answers.
+    tool_name: str | None = None
 
 
 class SessionDetail(msgspec.Struct):

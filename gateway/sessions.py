@@ -12,6 +12,7 @@ import time
 import uuid
 from typing import Any
 
+import msgspec
 import structlog
 from aio_pika.abc import AbstractExchange
 from aiohttp import web
@@ -60,6 +61,10 @@ def _turn(t: Turn) -> dict[str, Any]:
         out["usage"] = t.usage
     if t.outcome:
         out["outcome"] = t.outcome  # done, interrupted (the text the client got), cancelled, failed
+    if t.tool_calls:
+        out["tool_calls"] = msgspec.to_builtins(t.tool_calls)
+    if t.tool_name:
+        out["tool_name"] = t.tool_name
     return out
 
 

@@ -63,9 +63,22 @@ class HistoryReader:
     @staticmethod
     def conversation(request: ChatRequest, history: list[Turn]) -> list[dict[str, Any]]:
         """The messages for Ollama's ``/api/chat`` (tool calls and results as Ollama names them)."""
-        messages: list[dict[str, Any]] = [{"role": t.role, "content": t.content} for t in history]
+        messages = [_message(t) for t in history]
         if request.messages:
             messages.extend(msgspec.to_builtins(m) for m in request.messages)
         else:
             messages.append({"role": "user", "content": request.prompt})
         return messages
+
+
+def _message(turn: Turn) -> dict[str, Any]:
+    """A session turn as Ollama's chat message: an assistant's tool calls, a tool result's name."""
+    message: dict[str, Any] = {"role": turn.role, "content": turn.content}
+    if turn.tool_calls:
+        message["tool_calls"] = [
+            {"function": {"name": c.function.name, "arguments": c.function.arguments}}
+            for c in turn.tool_calls
+        ]
+    if turn.tool_name:
+        message["tool_name"] = turn.tool_name
+    return message

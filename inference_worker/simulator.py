@@ -3,7 +3,8 @@
 Serves ``/api/chat`` (NDJSON stream or one JSON body; ``tools`` and ``format`` as in
 :mod:`inference_worker.simulator_structured`), ``/api/generate``, ``/api/embed`` (and the older
 ``/api/embeddings``), ``/api/show``, ``/api/tags``, ``/api/ps``, ``/api/version`` and ``/`` like
-Ollama, plus ``/sim/stats``, ``/sim/reset`` and ``/sim/config`` for tests.
+Ollama, plus ``/sim/stats``, ``/sim/reset``, ``/sim/config`` and ``/sim/chats`` (the last ``/api/chat``
+bodies received, oldest first) for tests.
 Run it with ``python -m inference_worker.simulator --port 11435``.
 """
 
@@ -13,6 +14,7 @@ import argparse
 import asyncio
 import re
 import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
@@ -107,11 +109,16 @@ class SimulatorStats:
             self.generations_aborted += 1
 
 
+CHATS_KEPT = 64  # /api/chat bodies kept for /sim/chats
+
+
 @dataclass(slots=True)
 class SimulatorState:
     config: SimulatorConfig
     stats: SimulatorStats = field(default_factory=SimulatorStats)
     last_used: dict[str, float] = field(default_factory=dict)  # canonical model -> time.time()
+    # The last /api/chat bodies, as received: what a caller really sent (tests read the messages).
+    chats: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=CHATS_KEPT))
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
@@ -309,10 +316,12 @@ def _unknown_model(state: SimulatorState, name: str) -> web.Response | None:
 
 async def _chat(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE_KEY]
+    raw = await request.read()
     try:
-        body = _chat_decoder.decode(await request.read())
+        body = _chat_decoder.decode(raw)
     except msgspec.DecodeError as exc:  # also ValidationError: wrong types
         return _error(400, str(exc))
+    state.chats.append(_object_decoder.decode(raw))
     if not body.model:
         return _error(400, "model is required")
     if body.messages is None:
@@ -476,7 +485,12 @@ async def _reset(request: web.Request) -> web.Response:
     state = request.app[STATE_KEY]
     state.stats.reset()
     state.last_used.clear()
+    state.chats.clear()
     return _json(state.stats)
+
+
+async def _chats(request: web.Request) -> web.Response:
+    return _json(list(request.app[STATE_KEY].chats))
 
 
 async def _get_config(request: web.Request) -> web.Response:
@@ -514,6 +528,7 @@ def create_simulator_app(config: SimulatorConfig | None = None) -> web.Applicati
     app.router.add_get("/metrics", _metrics)
     app.router.add_post("/sim/reset", _reset)
     app.router.add_get("/sim/config", _get_config)
+    app.router.add_get("/sim/chats", _chats)
     app.router.add_post("/sim/config", _set_config)
     return app
 

@@ -45,6 +45,7 @@ from broker.messages import (
     EmbedRequest,
     GenerationFinished,
     Reply,
+    ToolCall,
     decode_request,
 )
 from common.amqp import connect, ready_messages, topology_for
@@ -402,13 +403,18 @@ class InferenceWorker(Service):
         *,
         usage: dict[str, int] | None = None,
         finish_reason: str | None = None,
+        tool_calls: list[ToolCall] | None = None,
+        activity: list[tuple[str, str, float]] | None = None,
     ) -> tuple[bool, int, int]:
         """Record the exchange once (common/exchanges.py): the request's record, and its turns in
         the session (for an answer, or any text sent). A no-op when the request already has a
-        final record (a redelivery; the gateway's own outcome)."""
+        final record (a redelivery; the gateway's own outcome). The session's activity update is
+        written here, or, given ``activity``, left in it for the caller to write after answering."""
         assert self._records is not None and self._sessions is not None
         record_turns = request.session_id is not None and request.record and (state == "done" or bool(text))
-        turns = exchange_turns(request, text, state, usage, finish_reason) if record_turns else None
+        turns = (
+            exchange_turns(request, text, state, usage, finish_reason, tool_calls) if record_turns else None
+        )
         committed, version, spilled = await self._records.commit(
             user_id=request.user_id,
             org_id=request.org_id,
@@ -423,9 +429,17 @@ class InferenceWorker(Service):
             ttl=request.deadline - time.time() + self.settings.common.resume_record_seconds,
         )
         if committed and turns and request.session_id:
-            assert self._activity is not None
-            await self._activity.submit((request.user_id, request.session_id, time.time()))
+            touch = (request.user_id, request.session_id, time.time())
+            if activity is not None:
+                activity.append(touch)
+            else:
+                await self._touch([touch])
         return committed, version, spilled
+
+    async def _touch(self, activity: list[tuple[str, str, float]]) -> None:
+        """The sessions' place in the activity index, with the other chats of this tick."""
+        assert self._activity is not None
+        await asyncio.gather(*(self._activity.submit(touch) for touch in activity))
 
     async def _answer_from_record(self, request: ChatRequest, replies: ReplyStream) -> None:
         """Publish a committed answer again (its own generation and seqs: the gateway drops what
@@ -512,8 +526,17 @@ class InferenceWorker(Service):
             node=result.node,
             tool_calls=result.tool_calls,
         )
+        activity: list[tuple[str, str, float]] = []
         committed, version, spilled_turns = await self._commit(
-            request, replies, "done", result.text, done, usage=usage, finish_reason=result.done_reason
+            request,
+            replies,
+            "done",
+            result.text,
+            done,
+            usage=usage,
+            finish_reason=result.done_reason,
+            tool_calls=done.tool_calls,
+            activity=activity,
         )
         if committed and request.session_id and request.record:
             if self.settings.session_updated_events:
@@ -528,8 +551,12 @@ class InferenceWorker(Service):
             await self._jobs.finish(request.user_id, job, "done", response=result.text, usage=usage)
         # The client gets its answer first; the usage report (batched, confirmed) only holds the
         # ack: a crash in between redelivers the request, answered and reported from its record.
+        # The same for the session's activity update.
         await replies.done(done)
-        await self._report(request, "done", result.usage.completion_tokens, result.usage.prompt_tokens)
+        await asyncio.gather(
+            self._report(request, "done", result.usage.completion_tokens, result.usage.prompt_tokens),
+            self._touch(activity),
+        )
 
 
 __all__ = ["InferenceWorker"]

@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from broker.messages import ChatDone, ChatError, ChatRequest, Usage
+from broker.messages import ChatDone, ChatError, ChatRequest, ToolCall, ToolFunction, Usage
 from common.exchanges import ChatRecords, exchange_turns
 from common.keyspace import Keyspace
 from common.redis import RedisClient
@@ -129,6 +129,46 @@ async def test_interrupted_rewrites_a_workers_commit_to_what_the_client_got(
     assert [c.content for c in record.chunks("u", "o", request.request_id)] == ["what the ", "client got"]
     assert not await _commit(records, request, "late", [0])  # a later worker commit changes nothing
     assert len(await _turns(sessions)) == 4
+
+
+async def test_interrupted_drops_the_tool_calls_the_client_never_got(
+    stores: tuple[SessionStore, ChatRecords],
+) -> None:
+    sessions, records = stores
+    request = _request()
+    call = ToolCall(function=ToolFunction(name="lookup", arguments={"tags": [], "n": 1}), id="call_1")
+    committed, _, _ = await records.commit(
+        user_id="u",
+        org_id="o",
+        request_id=request.request_id,
+        state="done",
+        generation="g2",
+        text="let me look",
+        offsets=[0],
+        final=_done(request, "g2", 1),
+        session_id="s",
+        turns=exchange_turns(request, "let me look", "done", tool_calls=[call]),
+        ttl=60,
+    )
+    assert committed
+    assert [t.tool_calls for t in await _turns(sessions)] == [None, [call]]  # read back exactly
+    await records.settle(
+        user_id="u",
+        org_id="o",
+        request_id=request.request_id,
+        state="interrupted",
+        generation="g1",
+        parts=["let me"],
+        final=None,
+        session_id="s",
+        turns=exchange_turns(request, "let me", "interrupted"),
+        ttl=60,
+    )
+    turns = await _turns(sessions)
+    assert [(t.role, t.content, t.outcome, t.tool_calls) for t in turns] == [
+        ("user", "question", None, None),
+        ("assistant", "let me", "interrupted", None),
+    ]
 
 
 async def test_withdrawn_removes_a_committed_exchange_and_an_emptied_session(

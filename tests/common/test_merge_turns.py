@@ -82,3 +82,9 @@ def test_inputs_are_not_changed() -> None:
     before = (copy.deepcopy(existing), copy.deepcopy(new))
     merge_turns(existing, new)
     assert (existing, new) == before
+
+
+def test_tool_results_come_before_the_answer_of_the_same_moment() -> None:
+    result = Turn(role="tool", content="21 degrees", created_at=5.0, request_id="r2", tool_name="get_weather")
+    reply = answer(5.0, "warm", "r2")
+    assert merge_turns([reply], [result]) == [result, reply]
