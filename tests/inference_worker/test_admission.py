@@ -18,6 +18,8 @@ from reply_support import ReplyClient, chat_request
 
 from broker.messages import ChatDone, ChatError, ReplyBatch, encoder, reply_decoder
 from broker.topology import QueueLimits, Topology
+from common.settings import SettingsError
+from inference_worker.settings import WorkerSettings
 from inference_worker.worker import InferenceWorker
 
 
@@ -223,3 +225,23 @@ async def test_an_integrator_claims_only_its_own_org_and_service_users(
         assert isinstance(final, ChatError) and final.error == "forbidden_identity"
         assert refused.format(user=integrator.user) in final.message
         await _dead_lettered(amqp, namespace, raw)
+
+
+def test_publisher_settings_default_to_the_workers_own_broker_user() -> None:
+    settings = WorkerSettings.from_env({"RABBITMQ_URL": "amqp://chat:pw@rabbitmq:5672/"})
+    assert (settings.trusted_publishers, settings.integrators) == (frozenset({"chat"}), {})
+    assert WorkerSettings.from_env({}).trusted_publishers == {"guest"}
+    settings = WorkerSettings.from_env(
+        {"WORKER_TRUSTED_PUBLISHERS": "gw-a, gw-b", "WORKER_INTEGRATORS": "crm=org-acme, billing=org-fin"}
+    )
+    assert settings.trusted_publishers == {"gw-a", "gw-b"}
+    assert settings.integrators == {"crm": "org-acme", "billing": "org-fin"}
+
+
+@pytest.mark.parametrize(
+    ("integrators", "complaint"),
+    [("crm", "key=value"), ("crm=org-a,crm=org-b", "twice"), ("guest=org-a", "trusted publishers")],
+)
+def test_publisher_settings_refuse_what_would_be_ambiguous(integrators: str, complaint: str) -> None:
+    with pytest.raises(SettingsError, match=complaint):
+        WorkerSettings.from_env({"WORKER_INTEGRATORS": integrators})
