@@ -1,12 +1,14 @@
 """The usage ledger: ``generation.finished`` events from the broker -> the ``usage`` table.
 
-Workers publish one event per finished generation (done, cancelled, failed, expired) before they
-ack the request. This consumer buffers events and writes them in batches (``LEDGER_BATCH_SIZE``
-events, or after ``LEDGER_BATCH_SECONDS``), one ``INSERT ... ON CONFLICT (request_id) DO
-NOTHING``: a request id is recorded exactly once, whatever the redeliveries (a crashed worker's
-request, a ledger that died before its acks). Messages are acked only after their batch is
-committed; while PostgreSQL is down they stay unacked (the prefetch bounds them) and the batch is
-retried with back-off. Nothing on the chat path waits for any of this.
+Workers publish the usage of every finished generation (done, cancelled, failed, expired) before
+they ack the request: one ``generation.finished`` event, or a ``UsageBatch`` of the events that
+ended within one tick on that worker. This consumer buffers events and writes them in batches
+(``LEDGER_BATCH_SIZE`` events, or after ``LEDGER_BATCH_SECONDS``), one
+``INSERT ... ON CONFLICT (request_id) DO NOTHING``: a request id is recorded exactly once,
+whatever the redeliveries (a crashed worker's request, a ledger that died before its acks).
+Messages are acked only after their batch is committed; while PostgreSQL is down they stay
+unacked (the prefetch bounds them) and the batch is retried with back-off.
+Nothing on the chat path waits for any of this.
 
 It also owns monthly quotas: every ``LEDGER_QUOTA_INTERVAL`` seconds it lists the organizations
 whose usage this calendar month (UTC) reached ``monthly_token_quota`` and writes them to Redis
@@ -37,7 +39,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from auth.database import DATABASE_UNAVAILABLE, Pool, migrate, open_pool
 from auth.settings import LedgerSettings
-from broker.messages import GenerationFinished
+from broker.messages import GenerationFinished, UsageBatch, usage_decoder
 from common.amqp import connect, ready_messages, topology_for
 from common.health import broker_and_redis_ready, create_health_app
 from common.keyspace import Keyspace
@@ -48,7 +50,6 @@ from common.service import main as service_main
 __all__ = ["Ledger", "LedgerMetrics", "main"]
 
 log = structlog.get_logger(__name__)
-decoder = msgspec.json.Decoder(GenerationFinished)
 MAX_BACKOFF = 10.0
 
 _INSERT = """
@@ -120,7 +121,8 @@ class Ledger(Service):
         self._redis: RedisClient | None = None
         self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractChannel | None = None
-        self._buffer: list[tuple[AbstractIncomingMessage, GenerationFinished]] = []
+        # Each message with its events (a UsageBatch carries several): acked once, after all are written.
+        self._buffer: list[tuple[AbstractIncomingMessage, list[GenerationFinished]]] = []
         self._arrived = asyncio.Event()
         self._writing = 0
         self._flushing = asyncio.Lock()  # one writer at a time: a message is acked once
@@ -164,7 +166,7 @@ class Ledger(Service):
 
     @property
     def busy(self) -> int:
-        return len(self._buffer) + self._writing
+        return sum(len(events) for _, events in self._buffer) + self._writing
 
     async def backlog(self) -> int:
         assert self._connection is not None, "start() the ledger first"
@@ -173,13 +175,14 @@ class Ledger(Service):
     # -- consuming -------------------------------------------------------------------------------
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
         try:
-            event = decoder.decode(message.body)
+            decoded = usage_decoder.decode(message.body)
         except (msgspec.ValidationError, msgspec.DecodeError) as exc:
             self.metrics.recorded.labels("rejected").inc()
             log.warning("usage_event_rejected", error=str(exc))
             await message.reject(requeue=False)  # to the dead-letter queue
             return
-        self._buffer.append((message, event))
+        events = decoded.events if isinstance(decoded, UsageBatch) else [decoded]
+        self._buffer.append((message, events))
         self._arrived.set()
 
     async def _write_loop(self) -> None:
@@ -188,7 +191,7 @@ class Ledger(Service):
         while True:
             await self._arrived.wait()
             deadline = time.monotonic() + s.batch_seconds
-            while len(self._buffer) < s.batch_size and (left := deadline - time.monotonic()) > 0:
+            while self._buffered() < s.batch_size and (left := deadline - time.monotonic()) > 0:
                 self._arrived.clear()
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(left):
@@ -208,25 +211,35 @@ class Ledger(Service):
         while self._buffer:
             await self._flush()
 
+    def _buffered(self) -> int:
+        return sum(len(events) for _, events in self._buffer)
+
     async def _flush(self) -> None:
-        """Write up to one batch; ack its messages after the commit."""
+        """Write up to one batch (whole messages, at least one); ack its messages after the commit."""
         async with self._flushing:
-            batch = self._buffer[: self.settings.batch_size]
+            taken, count = 0, 0
+            while taken < len(self._buffer) and (
+                taken == 0 or count + len(self._buffer[taken][1]) <= self.settings.batch_size
+            ):
+                count += len(self._buffer[taken][1])
+                taken += 1
+            batch = self._buffer[:taken]
             if not batch:
                 return
-            self._writing = len(batch)
+            events = [event for _, message_events in batch for event in message_events]
+            self._writing = len(events)
             try:
-                inserted = await self.record([event for _, event in batch])
+                inserted = await self.record(events) if events else 0
             finally:
                 self._writing = 0
-            del self._buffer[: len(batch)]
+            del self._buffer[:taken]
             for message, _ in batch:
                 await message.ack()
-        self.metrics.batch.observe(len(batch))
+        self.metrics.batch.observe(len(events))
         self.metrics.recorded.labels("recorded").inc(inserted)
-        self.metrics.recorded.labels("duplicate").inc(len(batch) - inserted)
+        self.metrics.recorded.labels("duplicate").inc(len(events) - inserted)
         now = time.time()
-        for _, event in batch:
+        for event in events:
             self.metrics.lag.observe(max(0.0, now - event.finished_at))
 
     async def record(self, events: Sequence[GenerationFinished]) -> int:

@@ -9,8 +9,8 @@ from typing import Literal
 from aio_pika.abc import AbstractExchange
 
 from broker.envelope import envelope, publish
-from broker.messages import ChatRequest, GenerationFinished, SessionEvent, encoder
-from broker.topology import EVENT_GENERATION_FINISHED
+from broker.messages import ChatRequest, GenerationFinished, SessionEvent, UsageBatch, encoder
+from broker.topology import EVENT_GENERATION_FINISHED, EVENT_USAGE_BATCH
 
 
 def session_event(
@@ -79,5 +79,22 @@ async def publish_generation_finished(exchange: AbstractExchange, event: Generat
         persistent=True,
         request_id=event.request_id,
         trace_id=event.trace_id,
+    )
+    await publish(exchange, EVENT_GENERATION_FINISHED, message)
+
+
+async def publish_usage(exchange: AbstractExchange, events: list[GenerationFinished]) -> None:
+    """The usage of several generations in one persistent message (a single event stays a
+    ``generation.finished`` message); on a confirming channel this returns once the broker has it."""
+    if len(events) == 1:
+        await publish_generation_finished(exchange, events[0])
+        return
+    first = events[0]
+    message = envelope(
+        encoder.encode(UsageBatch(events=events)),
+        type=EVENT_USAGE_BATCH,
+        persistent=True,
+        request_id=first.request_id,
+        trace_id=first.trace_id,
     )
     await publish(exchange, EVENT_GENERATION_FINISHED, message)

@@ -350,6 +350,17 @@ class GenerationFinished(msgspec.Struct, kw_only=True, tag="generation.finished"
     trace_id: str = ""
 
 
+class UsageBatch(msgspec.Struct, kw_only=True, tag="generation.finished.batch", tag_field="type"):
+    """Several :class:`GenerationFinished` events in one message (same exchange and routing key
+    ``generation.finished``, AMQP ``type`` ``generation.finished.batch``): a worker gathers the
+    usage of the generations that ended within one tick (``USAGE_FLUSH_MS``) and publishes them
+    together, confirmed before it acks any of their requests. Readers treat it as its events, in
+    order; a reader of the events exchange must accept both forms."""
+
+    schema_version: int = SCHEMA_VERSION
+    events: list[GenerationFinished]
+
+
 class SessionEvent(msgspec.Struct, kw_only=True, tag="session.event", tag_field="type"):
     """A session changed, finished, or spilled turns over its Redis cap; routing key is ``event``.
 
@@ -393,6 +404,8 @@ cancel_decoder = msgspec.json.Decoder(Cancel)
 # What the control (cancel) fanout carries: cancels and resumes.
 control_decoder = msgspec.json.Decoder(Cancel | Resume)
 event_decoder = msgspec.json.Decoder(SessionEvent)
+# What the ledger queue carries: single usage events (older workers, integrators) and batches.
+usage_decoder = msgspec.json.Decoder(GenerationFinished | UsageBatch)
 
 # Every message type on the broker, in contract order (the AsyncAPI document lists these).
 ALL_MESSAGES: tuple[type[msgspec.Struct], ...] = (
@@ -407,4 +420,5 @@ ALL_MESSAGES: tuple[type[msgspec.Struct], ...] = (
     Resume,
     SessionEvent,
     GenerationFinished,
+    UsageBatch,
 )

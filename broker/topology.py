@@ -25,6 +25,8 @@ EVENT_SESSION_SPILLED = "session.spilled"
 ARCHIVER_EVENTS = (EVENT_SESSION_FINISHED, EVENT_SESSION_SPILLED)
 # A generation ended (done, cancelled, failed): its usage, for the ledger (auth/ledger.py).
 EVENT_GENERATION_FINISHED = "generation.finished"
+# The AMQP ``type`` of a UsageBatch (several usage events; routed as generation.finished).
+EVENT_USAGE_BATCH = "generation.finished.batch"
 REQUEST_ROUTING_KEY = "chat"
 # The RabbitMQ user the shipped definitions make for a queue-level integrator (README, "The broker
 # contract"); a deployment adds its password, and maps it to an organization (WORKER_INTEGRATORS).

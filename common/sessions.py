@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Sequence
 from typing import Any, Literal, NamedTuple
 
 import msgspec
@@ -356,7 +357,16 @@ class SessionStore:
 
     async def touch(self, user_id: str, session_id: str, now: float) -> None:
         """The session's place in the global activity index (read by the idle sweeper)."""
-        await self._redis.zadd(self._keys.session_activity(), {f"{user_id}/{session_id}": now})
+        await self.touch_many([(user_id, session_id, now)])
+
+    async def touch_many(self, activity: Sequence[tuple[str, str, float]]) -> None:
+        """Several sessions' activity in one command; a score only moves forward (``GT``), so
+        writes that cross on the way keep the latest."""
+        members: dict[str, float] = {}
+        for user_id, session_id, now in activity:
+            member = f"{user_id}/{session_id}"
+            members[member] = max(now, members.get(member, now))
+        await self._redis.zadd(self._keys.session_activity(), members, gt=True)
 
     async def end(self, user_id: str, session_id: str, *, idle_cutoff: float | None = None) -> Ended | None:
         """Mark the session ended; with ``idle_cutoff`` only an active one idle since then.

@@ -22,6 +22,10 @@ class WorkerSettings:
     chunk_flush_ms: float
     chunk_max_chars: int
     alive_seconds: float
+    # Usage events and session-activity updates of the chats ending within this many ms go out as
+    # one broker message and one Redis command (common/batching.py); each chat's request is acked
+    # after its share was written, so a longer tick only holds the ack (not the answer) longer.
+    batch_write_ms: float
     history_window: int
     session_max_turns: int
     session_max_bytes: int
@@ -64,6 +68,7 @@ class WorkerSettings:
             chunk_max_chars=env.int("CHUNK_MAX_CHARS", 96, minimum=1),
             # An attempt silent this long sends an Alive frame (well under REPLY_STALL_SECONDS).
             alive_seconds=env.float("WORKER_ALIVE_SECONDS", 5.0, minimum=0.05),
+            batch_write_ms=env.float("BATCH_WRITE_MS", 20.0, minimum=0.0),
             history_window=env.int("HISTORY_WINDOW_TURNS", 20, minimum=0),
             session_max_turns=env.int("SESSION_MAX_TURNS", 200, minimum=2),
             session_max_bytes=env.int("SESSION_MAX_BYTES", 512 * 1024, minimum=1024),

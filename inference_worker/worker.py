@@ -33,13 +33,21 @@ from redis.exceptions import RedisError
 from broker.events import (
     UsageOutcome,
     generation_finished,
-    publish_generation_finished,
     publish_session_event,
+    publish_usage,
     session_event,
 )
-from broker.messages import ChatDone, ChatError, ChatRequest, EmbedRequest, Reply
+from broker.messages import (
+    ChatDone,
+    ChatError,
+    ChatRequest,
+    EmbedRequest,
+    GenerationFinished,
+    Reply,
+)
 from common.amqp import connect, ready_messages, topology_for
 from common.archive import ArchiveStore
+from common.batching import TickBatcher
 from common.cancels import CancelMarkers
 from common.exchanges import FINAL_STATES, ChatRecords, RecordState, exchange_turns
 from common.health import broker_and_redis_ready
@@ -91,6 +99,10 @@ class InferenceWorker(Service):
         self._embedder: Embedder | None = None
         self._replies: ReplyBatcher | None = None
         self._events: AbstractExchange | None = None
+        # The usage events and session-activity updates of the chats ending within one tick, each
+        # written once for all of them (common/batching.py), before those requests are acked.
+        self._usage: TickBatcher[GenerationFinished] | None = None
+        self._activity: TickBatcher[tuple[str, str, float]] | None = None
         # Every message being handled (the slots in use), and the running requests by (owner,
         # request id): a cancel stops only its own user's request.
         self._running: set[asyncio.Task[None]] = set()
@@ -134,10 +146,16 @@ class InferenceWorker(Service):
         teardown.push("amqp_close", 10, connection.close)
         reply_channel = await connection.channel(publisher_confirms=False)
         consume_channel = await connection.channel()
-        self._channels = (reply_channel, consume_channel)
+        # Usage events are confirmed before their requests are acked: a channel with confirms.
+        usage_channel = await connection.channel()
+        self._channels = (reply_channel, consume_channel, usage_channel)
         await consume_channel.set_qos(prefetch_count=s.concurrency)
         declared = await self.topology.declare(consume_channel)
         self._events = await reply_channel.get_exchange(self.topology.events_exchange, ensure=False)
+        usage_exchange = await usage_channel.get_exchange(self.topology.events_exchange, ensure=False)
+        tick = s.batch_write_ms / 1000
+        self._usage = TickBatcher(functools.partial(publish_usage, usage_exchange), tick=tick)
+        self._activity = TickBatcher(self._sessions.touch_many, tick=tick)
         self._replies = ReplyBatcher(
             reply_channel.default_exchange,
             interval=s.chunk_flush_ms / 1000,
@@ -148,6 +166,8 @@ class InferenceWorker(Service):
         self._replies.start()
         # Runs after the drain (steps run last-registered first): what the last answers left goes out.
         teardown.push("replies_close", 5, self._replies.close)
+        teardown.push("usage_close", 5, self._usage.aclose)
+        teardown.push("activity_close", 5, self._activity.aclose)
         cancel_queue = await consume_channel.declare_queue(exclusive=True, auto_delete=True)
         await cancel_queue.bind(declared.cancel)
         await cancel_queue.consume(self._controls.on_message, no_ack=True)
@@ -376,9 +396,10 @@ class InferenceWorker(Service):
     async def _report(
         self, request: ChatRequest, outcome: UsageOutcome, completion_tokens: int, prompt_tokens: int = 0
     ) -> None:
-        """The generation's usage, for the ledger: published (confirmed) before the request is
-        acked, so a crash before the ack means a redelivery that reports it (deduplicated there)."""
-        assert self._events is not None
+        """The generation's usage, for the ledger: published (confirmed, with the others of its
+        tick) before the request is acked, so a crash before the ack means a redelivery that
+        reports it (deduplicated there by request id)."""
+        assert self._usage is not None
         event = generation_finished(
             request,
             outcome,
@@ -386,7 +407,7 @@ class InferenceWorker(Service):
             completion_tokens=completion_tokens,
             started=request.created_at,
         )
-        await publish_generation_finished(self._events, event)
+        await self._usage.submit(event)
 
     async def _embed(self, message: AbstractIncomingMessage, request: EmbedRequest) -> None:
         assert self._replies is not None and self._embedder is not None
@@ -435,7 +456,8 @@ class InferenceWorker(Service):
             ttl=request.deadline - time.time() + self.settings.common.resume_record_seconds,
         )
         if committed and turns and request.session_id:
-            await self._sessions.touch(request.user_id, request.session_id, time.time())
+            assert self._activity is not None
+            await self._activity.submit((request.user_id, request.session_id, time.time()))
         return committed, version, spilled
 
     async def _answer_from_record(self, request: ChatRequest, replies: ReplyStream) -> None:
@@ -449,6 +471,11 @@ class InferenceWorker(Service):
         frames: list[Reply] = [*record.chunks(request.user_id, request.org_id, request.request_id)]
         frames.append(record.final)
         await replies.replay(frames)
+        if isinstance(record.final, ChatDone):
+            # The attempt that committed it may have died before its usage report was confirmed
+            # (it is sent after the answer): report it again; the ledger keeps one per request.
+            usage = record.final.usage
+            await self._report(request, "done", usage.completion_tokens, usage.prompt_tokens)
 
     async def _start_job(self, request: ChatRequest) -> bool:
         """Mark the job running; True when it was cancelled before it started."""
@@ -532,8 +559,10 @@ class InferenceWorker(Service):
         if request.job_id and self._jobs is not None:
             job = request.job_id
             await self._jobs.finish(request.user_id, job, "done", response=result.text, usage=usage)
-        await self._report(request, "done", result.usage.completion_tokens, result.usage.prompt_tokens)
+        # The client gets its answer first; the usage report (batched, confirmed) only holds the
+        # ack: a crash in between redelivers the request, answered and reported from its record.
         await replies.done(done)
+        await self._report(request, "done", result.usage.completion_tokens, result.usage.prompt_tokens)
 
 
 __all__ = ["InferenceWorker"]
