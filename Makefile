@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-SOURCES := common broker gateway inference_worker archiver auth devstack chaos $(wildcard bench) deploy/kubernetes/validate.py
+SOURCES := common broker gateway inference_worker archiver auth devstack chaos $(wildcard bench) deploy/kubernetes/validate.py examples
 
 run: $(STAMP) services web
 	@bash scripts/ensure-services.sh haproxy prometheus

@@ -150,8 +150,17 @@ def asyncapi(topology: Topology | None = None) -> dict[str, Any]:
                     f"Direct exchange; routing key '{REQUEST_ROUTING_KEY}' -> quorum queue "
                     f"'{t.requests_queue}' (x-max-length, overflow reject-publish: a nack means "
                     f"'queue full'; dead-lettered to '{t.dead_letter_exchange}'). Set reply_to to "
-                    "your exclusive reply queue, correlation_id to request_id, expiration to the "
-                    "deadline. Publish with confirms. reply_mode chooses how replies arrive: "
+                    "your exclusive reply queue, correlation_id to request_id, and the AMQP "
+                    "user_id property to your RabbitMQ user (the broker refuses any other value; "
+                    "workers authorize by it: the gateways' users may claim any user_id and org_id, "
+                    "an integrator's user only its configured org_id and user_id 'svc:<its user>' or "
+                    "'svc:<its user>:<name>', anyone else nothing). The absolute deadline is the "
+                    "body's 'deadline' (Unix seconds); the optional AMQP expiration is a relative "
+                    "TTL in milliseconds, as a string. Publish with confirms. A request that is "
+                    "refused (a body that is not a valid request: 'invalid_request', with what is "
+                    "wrong; an identity its publisher may not claim, or no user_id property: "
+                    "'forbidden_identity') gets one error reply on its reply_to, with its "
+                    "correlation_id, and is dead-lettered. reply_mode chooses how replies arrive: "
                     "'message' (default) one per message, 'batch' in ReplyBatch messages. Two "
                     "kinds of request, by their 'type' field (AMQP type likewise): 'chat.request' "
                     "(the default when 'type' is absent) and 'embed.request' (a batch of texts to "
@@ -211,7 +220,11 @@ def asyncapi(topology: Topology | None = None) -> dict[str, Any]:
                                 "The answer is complete, with usage (and tool_calls, or the "
                                 "embeddings of an EmbedRequest)",
                             ),
-                            _message(ChatError, "The generation failed"),
+                            _message(
+                                ChatError,
+                                "The request failed or was refused (invalid_request, "
+                                "forbidden_identity, deadline_exceeded, ...)",
+                            ),
                             _message(Alive, "The attempt is still working (reply_mode 'batch')"),
                             _message(
                                 ReplyBatch,
@@ -272,7 +285,10 @@ def asyncapi(topology: Topology | None = None) -> dict[str, Any]:
                 },
             },
             t.dead_letter_queue: {
-                "description": "Rejected (invalid), expired and over-delivered messages, for inspection.",
+                "description": (
+                    "Rejected (invalid or forbidden: also answered with an error reply when they "
+                    "have a reply_to), expired and over-delivered messages, for inspection."
+                ),
                 "bindings": _queue(t.dead_letter_queue),
             },
         },

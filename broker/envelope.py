@@ -32,9 +32,12 @@ def envelope(
     expiration: float | None = None,
     timestamp: float | None = None,
     headers: HeadersType | None = None,
+    user_id: str | None = None,
 ) -> aio_pika.Message:
     """The message for ``body``: ``expiration`` in seconds (the broker drops it after that),
-    ``headers`` beyond the tracing ones (which are set whenever ``request_id`` is given)."""
+    ``headers`` beyond the tracing ones (which are set whenever ``request_id`` is given).
+    ``user_id`` must be the publishing connection's RabbitMQ user: the broker refuses a message
+    that claims another, so a consumer can trust it (the worker does, to authorize requests)."""
     mode = aio_pika.DeliveryMode.PERSISTENT if persistent else aio_pika.DeliveryMode.NOT_PERSISTENT
     all_headers: HeadersType = {}
     if request_id is not None:
@@ -53,6 +56,7 @@ def envelope(
         timestamp=timestamp,
         headers=all_headers or None,
         delivery_mode=mode,
+        user_id=user_id,
     )
 
 

@@ -244,7 +244,14 @@ class ChatError(msgspec.Struct, kw_only=True, tag=ERROR, tag_field="type"):
     user_id: str
     org_id: str
     generation: AttemptId
-    error: str
+    error: Annotated[
+        str,
+        msgspec.Meta(
+            description="Machine-readable code, e.g. invalid_request (the request did not decode: "
+            "'message' says why), forbidden_identity (its publisher may not claim its user_id or "
+            "org_id), deadline_exceeded, model_node_failed, internal_error"
+        ),
+    ]
     message: str
     retryable: bool = False
 

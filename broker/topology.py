@@ -7,6 +7,8 @@ returns the same objects as a RabbitMQ definitions document the management UI ca
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +28,9 @@ EVENT_GENERATION_FINISHED = "generation.finished"
 # The AMQP ``type`` of a UsageBatch (several usage events; routed as generation.finished).
 EVENT_USAGE_BATCH = "generation.finished.batch"
 REQUEST_ROUTING_KEY = "chat"
+# The RabbitMQ user the shipped definitions make for a queue-level integrator (README, "The broker
+# contract"); a deployment adds its password, and maps it to an organization (WORKER_INTEGRATORS).
+INTEGRATOR_USER = "integrator"
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,9 +180,33 @@ class Topology:
         ):
             await channel.exchange_delete(exchange)
 
+    def integrator_reply_prefix(self, user: str) -> str:
+        """Reply queues integrator ``user`` may declare and consume: ``<prefix>.integrations.<user>.*``
+        (a server-named ``amq.gen-*`` queue would need configure rights on every such queue)."""
+        return f"{self.prefix}.integrations.{user}."
+
+    def integrator_permissions(self, user: str, vhost: str = "/") -> dict[str, str]:
+        """Integrator ``user``'s vhost permissions: publish to the request exchange, declare and
+        consume its own reply queues; nothing else (no other queue, no cancel or event exchange)."""
+        own = f"^{re.escape(self.integrator_reply_prefix(user))}"
+        return {
+            "user": user,
+            "vhost": vhost,
+            "configure": own,
+            "write": f"^{re.escape(self.requests_exchange)}$",
+            "read": own,
+        }
+
     # -- export ----------------------------------------------------------------------------------
-    def definitions(self, vhost: str = "/") -> dict[str, Any]:
-        """The topology as a RabbitMQ definitions document (``rabbitmqctl import_definitions``)."""
+    def definitions(
+        self, vhost: str = "/", integrators: Sequence[str] = (INTEGRATOR_USER,)
+    ) -> dict[str, Any]:
+        """The topology as a RabbitMQ definitions document (``rabbitmqctl import_definitions``),
+        with a user for each of ``integrators`` and its permissions (:meth:`integrator_permissions`).
+
+        The users carry no password: importing the document creates them unable to log in (and
+        clears a password set before). The compose and Kubernetes import jobs add each one's
+        generated password (``compose/rabbitmq_definitions.py``)."""
 
         def exchange(name: str, kind: str) -> dict[str, Any]:
             return {
@@ -229,6 +258,8 @@ class Topology:
                 *(binding(self.events_exchange, self.archiver_queue, key) for key in ARCHIVER_EVENTS),
                 binding(self.events_exchange, self.ledger_queue, EVENT_GENERATION_FINISHED),
             ],
+            "users": [{"name": user, "tags": ""} for user in integrators],
+            "permissions": [self.integrator_permissions(user, vhost) for user in integrators],
         }
 
 

@@ -11,6 +11,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from yarl import URL
+
 PLACEHOLDER_MARKERS = ("change-me", "changeme", "placeholder", "example")
 DEFAULT_HTTP_READ_TIMEOUT = 10.0
 
@@ -82,6 +84,19 @@ class Env:
             return default
         return tuple(item.strip() for item in raw.split(",") if item.strip())
 
+    def mapping(self, name: builtins.str) -> dict[builtins.str, builtins.str]:
+        """``key=value`` pairs, comma-separated (``crm=org-acme,billing=org-fin``); a key given
+        twice or an item without ``=`` is refused."""
+        pairs: dict[builtins.str, builtins.str] = {}
+        for item in self.list(name):
+            key, sep, value = (part.strip() for part in item.partition("="))
+            if not sep or not key or not value:
+                raise SettingsError(f"{name} must be key=value pairs, got {item!r}")
+            if key in pairs:
+                raise SettingsError(f"{name} names {key!r} twice")
+            pairs[key] = value
+        return pairs
+
     def secret(
         self, name: builtins.str, *, environment: builtins.str, default: builtins.str | None = None
     ) -> builtins.str:
@@ -113,6 +128,12 @@ class CommonSettings:
     job_ttl: int
     resume_record_seconds: float  # a chat's record outlives its deadline this long (common/exchanges.py)
     http_read_timeout: float
+
+    @property
+    def rabbitmq_user(self) -> str:
+        """The RabbitMQ user of ``rabbitmq_url`` (aio-pika's default, ``guest``, when it names
+        none): the ``user_id`` property the broker lets this service's messages carry."""
+        return URL(self.rabbitmq_url).user or "guest"
 
     @classmethod
     def from_env(cls, service_name: str, env: Env) -> CommonSettings:

@@ -11,8 +11,15 @@ Why not ``load_definitions`` at boot: a definitions file loaded at boot replaces
 default user and vhost, so it would have to carry the users and password hashes too; the broker's
 own user comes from ``RABBITMQ_DEFAULT_USER``/``RABBITMQ_DEFAULT_PASS`` (generated secrets) instead.
 
+The document also makes the queue-level integrator's user (``RABBITMQ_INTEGRATOR_USER``, default
+``integrator``) with only the permissions an integrator needs (:meth:`broker.topology.Topology.
+integrator_permissions`) and the password ``RABBITMQ_INTEGRATOR_PASSWORD`` (a generated secret, like
+the services' own; without it the user is made unable to log in). Importing sets that password
+again each time, so the secret stays the one source of it.
+
 Environment: ``RABBITMQ_MANAGEMENT_URL`` (``http://rabbitmq:15672``), ``RABBITMQ_USER``,
-``RABBITMQ_PASSWORD``, ``RABBITMQ_VHOST`` (``/``), ``IMPORT_ATTEMPTS`` (60, one per 2 s).
+``RABBITMQ_PASSWORD``, ``RABBITMQ_VHOST`` (``/``), ``RABBITMQ_INTEGRATOR_USER``,
+``RABBITMQ_INTEGRATOR_PASSWORD``, ``IMPORT_ATTEMPTS`` (60, one per 2 s).
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ import urllib.request
 from collections.abc import Mapping
 from typing import Any
 
-from broker.topology import QueueLimits, Topology
+from broker.topology import INTEGRATOR_USER, QueueLimits, Topology
 from common.settings import CommonSettings, Env
 
 __all__ = ["build_definitions", "import_definitions", "main"]
@@ -41,7 +48,14 @@ def build_definitions(environ: Mapping[str, str]) -> dict[str, Any]:
         common.broker_prefix,
         QueueLimits(max_length=common.queue_max_length, delivery_limit=common.queue_delivery_limit),
     )
-    return topology.definitions(vhost=env.str("RABBITMQ_VHOST", "/"))
+    integrator = env.str("RABBITMQ_INTEGRATOR_USER", INTEGRATOR_USER)
+    document = topology.definitions(vhost=env.str("RABBITMQ_VHOST", "/"), integrators=(integrator,))
+    password = env.optional("RABBITMQ_INTEGRATOR_PASSWORD")
+    if password:
+        secret = env.secret("RABBITMQ_INTEGRATOR_PASSWORD", environment=common.environment)
+        for user in document["users"]:
+            user["password"] = secret
+    return document
 
 
 def import_definitions(
@@ -82,7 +96,8 @@ def main() -> int:
         delay=env.float("IMPORT_RETRY_SECONDS", 2.0, minimum=0.0),
     )
     names = [q["name"] for q in document["queues"]]
-    print(f"imported RabbitMQ definitions: queues {', '.join(names)}")
+    users = [u["name"] for u in document["users"]]
+    print(f"imported RabbitMQ definitions: queues {', '.join(names)}; users {', '.join(users)}")
     return 0
 
 

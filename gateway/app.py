@@ -173,6 +173,7 @@ async def _broker_ctx(app: web.Application) -> AsyncIterator[None]:
             cancel,
             CancelMarkers(app[REDIS], app[KEYS]),
             timeout=settings.publish_timeout,
+            publisher=settings.common.rabbitmq_user,
         )
         app[AMQP] = connection
         channels: list[AbstractChannel] = [confirm_channel]  # /ready checks them (the reply

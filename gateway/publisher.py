@@ -55,8 +55,12 @@ class RequestPublisher:
         markers: CancelMarkers,
         *,
         timeout: float,
+        publisher: str,
     ) -> None:
         self._channel = confirm_channel
+        # The connection's RabbitMQ user, set as every request's ``user_id`` property: the broker
+        # checks it, and the worker trusts the identity a request claims only from its publishers.
+        self._publisher = publisher
         self._requests = requests
         self._cancel = cancel
         self._markers = markers
@@ -76,6 +80,7 @@ class RequestPublisher:
             reply_to=reply_to,
             expiration=ttl_ms / 1000,
             timestamp=request.created_at,
+            user_id=self._publisher,
         )
         try:
             await publish(self._requests, REQUEST_ROUTING_KEY, message, mandatory=True, timeout=self._timeout)

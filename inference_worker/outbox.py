@@ -77,6 +77,9 @@ class Attempt:
     org_id: str
     attempt_id: str
     trace_id: str = ""
+    # The AMQP correlation_id of its single-message replies: the request id, unless the request
+    # was refused before it was read (inference_worker/admission.py: the message's own).
+    correlation_id: str = ""
     chunks: int = 0
     failure: BaseException | None = None
     # The replay buffer: the text sent (``parts``), where each seq starts, and the last frame.
@@ -345,5 +348,5 @@ def _single(attempt: Attempt, reply: Reply) -> aio_pika.Message:
         persistent=False,
         request_id=attempt.request_id,
         trace_id=attempt.trace_id,
-        correlation_id=attempt.request_id,
+        correlation_id=attempt.correlation_id or attempt.request_id,
     )

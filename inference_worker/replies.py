@@ -99,6 +99,25 @@ class ReplyBatcher:
             self.live.add(stream)
         return stream
 
+    async def refuse(
+        self, reply_to: str, mode: ReplyMode, error: ChatError, *, correlation_id: str, trace_id: str = ""
+    ) -> None:
+        """Publish the one reply of a request that was refused before it was taken up
+        (inference_worker/admission.py); returns once it is published, else raises
+        :class:`RepliesLost`."""
+        attempt = Attempt(
+            request_id=error.request_id,
+            user_id=error.user_id,
+            org_id=error.org_id,
+            attempt_id=error.generation,
+            trace_id=trace_id,
+            correlation_id=correlation_id,
+            last_frame=asyncio.get_running_loop().time(),
+        )
+        outbox = self.outbox(reply_to, mode)
+        outbox.add_final(attempt, error)
+        await outbox.flush()
+
     async def _keep_alive(self) -> None:
         """Every ``alive_interval``: an Alive frame for each live attempt silent that long."""
         loop = asyncio.get_running_loop()

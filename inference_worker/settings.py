@@ -33,6 +33,11 @@ class WorkerSettings:
     # session.updated events (one persistent broker message per recorded chat) are published only
     # when something consumes them: nothing in this system does, integrators may.
     session_updated_events: bool
+    # Who may publish requests (the AMQP ``user_id`` property, which the broker validates):
+    # trusted publishers (the gateways) claim any user and org; an integrator (RabbitMQ user ->
+    # its one org) only its org and ``svc:<user>`` ids (inference_worker/admission.py).
+    trusted_publishers: frozenset[str]
+    integrators: Mapping[str, str]
     http_host: str
     http_port: int
     shutdown_grace: float
@@ -44,8 +49,14 @@ class WorkerSettings:
         urls = tuple(u.rstrip("/") for u in env.list("OLLAMA_URLS", ("http://127.0.0.1:11434",)))
         if not urls:
             raise SettingsError("OLLAMA_URLS must list at least one node")
+        common = CommonSettings.from_env("inference-worker", env)
+        # Default: this worker's own broker user, which the gateways share in every shipped setup.
+        trusted = frozenset(env.list("WORKER_TRUSTED_PUBLISHERS", (common.rabbitmq_user,)))
+        integrators = env.mapping("WORKER_INTEGRATORS")
+        if both := trusted & integrators.keys():
+            raise SettingsError(f"WORKER_INTEGRATORS names trusted publishers: {', '.join(sorted(both))}")
         return cls(
-            common=CommonSettings.from_env("inference-worker", env),
+            common=common,
             concurrency=env.int("WORKER_CONCURRENCY", 64, minimum=1),
             ollama_urls=urls,
             ollama_connect_timeout=env.float("OLLAMA_CONNECT_TIMEOUT", 5.0, minimum=0.1),
@@ -63,6 +74,8 @@ class WorkerSettings:
             session_max_bytes=env.int("SESSION_MAX_BYTES", 512 * 1024, minimum=1024),
             spill_archive_turns=env.int("SPILL_ARCHIVE_TURNS", 20, minimum=1),
             session_updated_events=env.bool("SESSION_UPDATED_EVENTS", False),
+            trusted_publishers=trusted,
+            integrators=integrators,
             http_host=env.str("WORKER_HTTP_HOST", "127.0.0.1"),
             http_port=env.int("WORKER_HTTP_PORT", 8201, minimum=0),
             shutdown_grace=env.float("SHUTDOWN_GRACE_SECONDS", 30.0, minimum=0.0),

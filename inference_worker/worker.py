@@ -21,7 +21,6 @@ import time
 import uuid
 
 import aiohttp
-import msgspec
 import structlog
 from aio_pika.abc import (
     AbstractChannel,
@@ -46,7 +45,6 @@ from broker.messages import (
     GenerationFinished,
     Reply,
     ToolCall,
-    decode_request,
 )
 from common.amqp import connect, ready_messages, topology_for
 from common.archive import ArchiveStore
@@ -61,6 +59,7 @@ from common.redis import RedisClient, open_service_redis
 from common.service import Service
 from common.session_reader import SessionReader
 from common.sessions import SessionStore, Turn
+from inference_worker.admission import Claimed, Publishers, Refusal
 from inference_worker.control import Controls
 from inference_worker.delivery import DeadLetter, Outcome, settled
 from inference_worker.embedding import Embedder
@@ -69,7 +68,7 @@ from inference_worker.history import HistoryReader
 from inference_worker.metrics import WorkerMetrics
 from inference_worker.ollama import NodePool, OllamaClient, OllamaError
 from inference_worker.probe import NodeProber
-from inference_worker.replies import ReplyBatcher, ReplyStream
+from inference_worker.replies import RepliesLost, ReplyBatcher, ReplyStream
 from inference_worker.settings import WorkerSettings
 
 log = structlog.get_logger(__name__)
@@ -84,6 +83,7 @@ class InferenceWorker(Service):
         self.metrics = metrics or WorkerMetrics()
         self.keys = Keyspace(settings.common.key_prefix)
         self.topology = topology_for(settings.common)
+        self.publishers = Publishers(settings.trusted_publishers, settings.integrators)
         self.pool = NodePool.from_urls(
             settings.ollama_urls,
             cooldown=settings.ollama_node_cooldown,
@@ -228,7 +228,7 @@ class InferenceWorker(Service):
         """Handle one message inside :func:`settled`, the one owner of its ack or reject."""
         try:
             async with settled(message, self._count_settled):
-                request = self._admit(message)
+                request = await self._admit(message)
                 key = (request.user_id, request.request_id)
                 task = asyncio.current_task()
                 assert task is not None
@@ -243,19 +243,52 @@ class InferenceWorker(Service):
     def _count_settled(self, outcome: Outcome) -> None:
         self.metrics.settled.labels(outcome).inc()
 
-    def _admit(self, message: AbstractIncomingMessage) -> ChatRequest | EmbedRequest:
-        """The request, or :class:`DeadLetter` when it can never be answered."""
+    async def _admit(self, message: AbstractIncomingMessage) -> ChatRequest | EmbedRequest:
+        """The request, or :class:`DeadLetter` when it can never be answered: a refused one
+        (inference_worker/admission.py) is told why first, if it has a ``reply_to``."""
         try:
-            request = decode_request(message.body)
-        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            request = self.publishers.admit(message)
+        except Refusal as refusal:
             self.metrics.rejected.inc()
-            log.warning("request_rejected_invalid", error=str(exc), message_id=message.message_id)
-            raise DeadLetter("not a ChatRequest") from exc
+            log.warning(
+                "request_refused",
+                error=refusal.code,
+                detail=refusal.message,
+                publisher=message.user_id,
+                message_id=message.message_id,
+            )
+            await self._refuse(message, refusal)
+            raise DeadLetter(refusal.code) from refusal
         if not message.reply_to and not request.job_id:
             self.metrics.rejected.inc()
             log.warning("request_rejected_no_reply_to", request_id=request.request_id)
             raise DeadLetter("no reply_to and no job")
         return request
+
+    async def _refuse(self, message: AbstractIncomingMessage, refusal: Refusal) -> None:
+        """The error reply of a refused message; best effort (it is dead-lettered either way)."""
+        if not message.reply_to:
+            return
+        assert self._replies is not None
+        claimed = Claimed.read(message)
+        error = ChatError(
+            request_id=claimed.request_id,
+            user_id=claimed.user_id,
+            org_id=claimed.org_id,
+            generation=uuid.uuid4().hex[:12],
+            error=refusal.code,
+            message=refusal.message,
+        )
+        try:
+            await self._replies.refuse(
+                message.reply_to,
+                claimed.reply_mode,
+                error,
+                correlation_id=claimed.correlation_id,
+                trace_id=claimed.trace_id,
+            )
+        except RepliesLost as exc:
+            log.warning("refusal_not_published", reply_to=message.reply_to, error=repr(exc))
 
     async def _handle(self, message: AbstractIncomingMessage, request: ChatRequest | EmbedRequest) -> None:
         """Answer ``request``. Returns once its outcome reached the client (done or error

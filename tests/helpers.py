@@ -123,6 +123,12 @@ def auth_header(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
+def broker_user(connection: Any) -> str:
+    """The RabbitMQ user of an aio-pika connection: the ``user_id`` property a request published on
+    it must carry (the broker checks it; the workers trust the tests' broker user as a gateway's)."""
+    return str(connection.url.user or "guest")
+
+
 def simulator_url(server: Any) -> str:
     """Base URL of an in-process simulator (an aiohttp ``TestServer``)."""
     return str(server.make_url("")).rstrip("/")

@@ -10,7 +10,7 @@ import aiohttp
 import msgspec
 from aio_pika.abc import AbstractIncomingMessage
 from aio_pika.exceptions import DeliveryError
-from helpers import RabbitManagement, wait_for
+from helpers import RabbitManagement, broker_user, wait_for
 from structlog.testing import capture_logs
 
 from broker.contract import ASYNCAPI_PATH, DEFINITIONS_PATH, asyncapi, render
@@ -111,7 +111,10 @@ async def test_invalid_request_is_dead_lettered_not_retried(worker: Any, amqp: A
     channel = await amqp.channel()
     exchange = await channel.get_exchange(topology.requests_exchange)
     await exchange.publish(
-        aio_pika.Message(b'{"type": "chat.request", "garbage": true}', reply_to="nowhere"), routing_key="chat"
+        aio_pika.Message(
+            b'{"type": "chat.request", "garbage": true}', reply_to="nowhere", user_id=broker_user(amqp)
+        ),
+        routing_key="chat",
     )
     dead = await channel.declare_queue(topology.dead_letter_queue, passive=True)
 

@@ -315,6 +315,7 @@ def test_secrets_only_by_reference_and_all_documented(production: list[Doc]) -> 
     assert referenced == {
         "chat-auth-keys",
         "chat-rabbitmq-default-user",
+        "chat-rabbitmq-integrator",
         "chat-redis",
         "chat-postgres-app",
         "chat-archiver-s3",

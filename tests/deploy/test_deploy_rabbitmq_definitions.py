@@ -7,13 +7,22 @@ import base64
 import importlib.util
 import json
 import os
+import secrets
 import sys
+import uuid
 from types import ModuleType
 from typing import Any
 
+import aio_pika
+import aiohttp
+import pytest
 from aiohttp import web
+from aiormq.exceptions import ChannelAccessRefused
 from deploy_support import ROOT
-from helpers import start_server
+from helpers import RabbitManagement, start_server
+from yarl import URL
+
+from common.settings import SettingsError
 
 SCRIPT = ROOT / "compose" / "rabbitmq_definitions.py"
 
@@ -91,3 +100,67 @@ async def test_imports_through_the_management_api_retrying_while_it_starts() -> 
         assert "refused: 401" in output
     finally:
         await server.close()
+
+
+def test_the_integrator_gets_its_generated_password_and_no_placeholder() -> None:
+    script = load_script()
+    assert all("password" not in u for u in script.build_definitions({})["users"])
+    document = script.build_definitions(
+        {"RABBITMQ_INTEGRATOR_USER": "crm", "RABBITMQ_INTEGRATOR_PASSWORD": "3f9c0d1e2b7a"}
+    )
+    assert document["users"] == [{"name": "crm", "tags": "", "password": "3f9c0d1e2b7a"}]
+    assert [p["user"] for p in document["permissions"]] == ["crm"]
+    with pytest.raises(SettingsError, match="placeholder"):
+        script.build_definitions({"ENVIRONMENT": "production", "RABBITMQ_INTEGRATOR_PASSWORD": "change-me"})
+
+
+async def test_the_imported_integrator_may_publish_requests_and_use_only_its_own_reply_queues(
+    amqp: Any, namespace: str, rabbitmq_url: str, rabbitmq_management: RabbitManagement
+) -> None:
+    """The definitions the compose and Kubernetes jobs import, into the real broker: the integrator
+    logs in with its password and holds exactly an integrator's rights."""
+    user, password = f"integrator-{uuid.uuid4().hex[:10]}", secrets.token_hex(16)
+    document = load_script().build_definitions(
+        {
+            "BROKER_PREFIX": namespace,
+            "RABBITMQ_VHOST": rabbitmq_management.vhost,
+            "RABBITMQ_INTEGRATOR_USER": user,
+            "RABBITMQ_INTEGRATOR_PASSWORD": password,
+        }
+    )
+    admin = URL(rabbitmq_url)
+    management = rabbitmq_management.api.removesuffix("/api")
+    await asyncio.to_thread(
+        load_script().import_definitions,
+        management,
+        admin.user or "guest",
+        admin.password or "guest",
+        document,
+        attempts=1,
+        delay=0,
+    )
+    try:
+        connection = await aio_pika.connect(str(admin.with_user(user).with_password(password)))
+        async with connection:
+            channel = await connection.channel(publisher_confirms=True)
+            replies = await channel.declare_queue(f"{namespace}.integrations.{user}.r1", exclusive=True)
+            requests = await channel.get_exchange(f"{namespace}.requests", ensure=False)
+            await requests.publish(
+                aio_pika.Message(b"{}", user_id=user, reply_to=replies.name), routing_key="chat"
+            )
+            # Not its own: another integrator's reply queue, the request and dead-letter queues
+            # (the passive declares pass, reading them does not), the cancel exchange.
+            for name in (f"{namespace}.integrations.someone-else.r1", f"{namespace}.requests"):
+                with pytest.raises(ChannelAccessRefused):
+                    await (await connection.channel()).declare_queue(name, exclusive=True)
+            for name in (f"{namespace}.requests", f"{namespace}.dead-letter"):
+                queue = await (await connection.channel()).declare_queue(name, passive=True)
+                with pytest.raises(ChannelAccessRefused):
+                    await queue.get(fail=False)
+            confirmed = await connection.channel(publisher_confirms=True)
+            cancel = await confirmed.get_exchange(f"{namespace}.cancel", ensure=False)
+            with pytest.raises(ChannelAccessRefused):
+                await cancel.publish(aio_pika.Message(b"{}", user_id=user), routing_key="")
+    finally:
+        async with aiohttp.ClientSession(headers=rabbitmq_management.headers) as http:
+            await http.delete(f"{rabbitmq_management.api}/users/{user}")

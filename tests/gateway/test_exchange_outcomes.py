@@ -10,7 +10,7 @@ from typing import Any
 
 import aio_pika
 import msgspec
-from helpers import KeyPair, auth_header, wait_for
+from helpers import KeyPair, auth_header, broker_user, wait_for
 from tcp_proxy import TcpProxy, via
 
 from broker.messages import ChatDone, ChatRequest, TokenChunk, encoder, reply_decoder
@@ -111,7 +111,10 @@ async def test_redelivered_request_is_answered_from_its_record_and_appended_once
 
     for copy in (1, 2):
         message = aio_pika.Message(
-            encoder.encode(request), reply_to=replies.name, correlation_id=request.request_id
+            encoder.encode(request),
+            reply_to=replies.name,
+            correlation_id=request.request_id,
+            user_id=broker_user(amqp),
         )
         await exchange.publish(message, routing_key=REQUEST_ROUTING_KEY)
 
@@ -157,7 +160,10 @@ async def test_concurrent_duplicates_commit_one_exchange(
     )
     await asyncio.gather(
         *(
-            exchange.publish(aio_pika.Message(body, reply_to=replies.name), routing_key=REQUEST_ROUTING_KEY)
+            exchange.publish(
+                aio_pika.Message(body, reply_to=replies.name, user_id=broker_user(amqp)),
+                routing_key=REQUEST_ROUTING_KEY,
+            )
             for _ in range(2)
         )
     )

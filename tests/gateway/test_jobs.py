@@ -6,7 +6,7 @@ import time
 from typing import Any
 
 import aio_pika
-from helpers import KeyPair, auth_header, wait_for
+from helpers import KeyPair, auth_header, broker_user, wait_for
 
 from broker.messages import ChatRequest, encoder
 from broker.topology import QueueLimits, Topology
@@ -74,7 +74,8 @@ async def test_job_submitted_on_rabbitmq_is_readable_over_http(
     channel = await amqp.channel(publisher_confirms=True)
     exchange = await channel.get_exchange(Topology(namespace, QueueLimits()).requests_exchange)
     await exchange.publish(
-        aio_pika.Message(encoder.encode(request), content_type="application/json"), routing_key="chat"
+        aio_pika.Message(encoder.encode(request), content_type="application/json", user_id=broker_user(amqp)),
+        routing_key="chat",
     )
     job = await _wait_status(gateway, keys.mint("batch-system"), "internal-job-0001", "done")
     assert job["response"] == expected_answer("llama3.2", [{"role": "user", "content": "nightly report"}], 24)

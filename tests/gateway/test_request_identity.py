@@ -15,7 +15,7 @@ from typing import Any
 
 import aio_pika
 import pytest
-from helpers import KeyPair, auth_header, read_sse, text_of, wait_for
+from helpers import KeyPair, auth_header, broker_user, read_sse, text_of, wait_for
 
 from broker.envelope import envelope
 from broker.messages import Cancel, ChatDone, ChatRequest, ReplyBatch, TokenChunk, Usage, encoder
@@ -183,7 +183,12 @@ async def test_a_cancel_naming_another_users_request_stops_nothing(
         record=False,
     )
     await requests.publish(
-        aio_pika.Message(encoder.encode(request), reply_to=replies.name, correlation_id=request.request_id),
+        aio_pika.Message(
+            encoder.encode(request),
+            reply_to=replies.name,
+            correlation_id=request.request_id,
+            user_id=broker_user(amqp),
+        ),
         routing_key="chat",
     )
 

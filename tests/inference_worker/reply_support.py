@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aio_pika
+from helpers import broker_user
 
 from broker.messages import ChatDone, ChatError, ChatRequest, Reply, ReplyBatch, encoder, reply_decoder
 from broker.topology import QueueLimits, Topology
@@ -48,15 +49,19 @@ class Received:
 class ReplyClient:
     """An integrator's side: its own exclusive reply queue and the request exchange."""
 
-    def __init__(self, queue: aio_pika.abc.AbstractQueue, requests: aio_pika.abc.AbstractExchange) -> None:
+    def __init__(
+        self, queue: aio_pika.abc.AbstractQueue, requests: aio_pika.abc.AbstractExchange, publisher: str
+    ) -> None:
         self.queue = queue
         self.requests = requests
+        self.publisher = publisher  # the connection's RabbitMQ user: every request's user_id property
 
     @classmethod
-    async def open(cls, amqp: Any, namespace: str) -> ReplyClient:
+    async def open(cls, amqp: Any, namespace: str, *, queue_name: str = "") -> ReplyClient:
         channel = await amqp.channel(publisher_confirms=True)
-        queue = await channel.declare_queue(exclusive=True)
-        return cls(queue, await channel.get_exchange(Topology(namespace, QueueLimits()).requests_exchange))
+        queue = await channel.declare_queue(queue_name, exclusive=True)
+        requests = await channel.get_exchange(Topology(namespace, QueueLimits()).requests_exchange)
+        return cls(queue, requests, broker_user(amqp))
 
     async def send(self, request: ChatRequest) -> None:
         await self.requests.publish(
@@ -65,6 +70,7 @@ class ReplyClient:
                 content_type="application/json",
                 reply_to=self.queue.name,
                 correlation_id=request.request_id,
+                user_id=self.publisher,
             ),
             routing_key="chat",
         )

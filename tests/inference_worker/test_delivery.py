@@ -105,7 +105,8 @@ async def test_shutdown_past_the_grace_period_requeues_the_request_for_another_w
 async def test_an_invalid_request_is_dead_lettered_once(worker: Any, amqp: Any, namespace: str) -> None:
     client = await ReplyClient.open(amqp, namespace)
     await client.requests.publish(
-        aio_pika.Message(b"not json", reply_to=client.queue.name), routing_key="chat"
+        aio_pika.Message(b"not json", reply_to=client.queue.name, user_id=client.publisher),
+        routing_key="chat",
     )
 
     async def dead_lettered() -> bool:
