@@ -49,13 +49,14 @@ async def test_idle_session_is_archived_without_any_call(
     token = keys.mint("bob")
     await chat(gateway, token, "idle", "hello")
 
-    async def archived() -> bool:
-        return len(await s3_objects(base_env)) == 1
+    async def archived() -> dict[str, Any] | None:
+        # The archiver writes the object, then marks the session archived: wait for what users see.
+        body = await (await gateway.get("/sessions/idle", headers=auth_header(token))).json()
+        return body if body["state"] == "archived" else None
 
-    await wait_for(archived)
-    body = await (await gateway.get("/sessions/idle", headers=auth_header(token))).json()
-    assert body["state"] == "archived"
+    body = await wait_for(archived, what="the idle session archived")
     assert len(body["turns"]) == 2
+    assert len(await s3_objects(base_env)) == 1
 
 
 async def test_two_archivers_sweep_without_double_work(

@@ -213,6 +213,11 @@ async def test_active_sessions_gauge_is_the_same_on_every_gateway(
     gateways = [await gateway_factory() for _ in range(2)]
     for i in range(3):
         await chat(gateways[i % 2], keys.mint(f"u{i}"), "s", "hi")
+    # Workers write the activity index right after answering (with the other chats of their tick).
     for gateway in gateways:
-        text = await (await gateway.get("/metrics")).text()
-        assert "chat_active_sessions_total 3.0" in text
+
+        async def counted(gateway: Any = gateway) -> bool:
+            text = await (await gateway.get("/metrics")).text()
+            return "chat_active_sessions_total 3.0" in text
+
+        await wait_for(counted, timeout=5, what="3 active sessions on every gateway")
