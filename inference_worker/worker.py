@@ -24,33 +24,20 @@ import aiohttp
 import structlog
 from aio_pika.abc import (
     AbstractChannel,
-    AbstractExchange,
     AbstractIncomingMessage,
     AbstractRobustConnection,
 )
 from redis.exceptions import RedisError
 
-from broker.events import (
-    UsageOutcome,
-    generation_finished,
-    publish_session_event,
-    publish_usage,
-    session_event,
-)
 from broker.messages import (
-    ChatDone,
     ChatError,
     ChatRequest,
     EmbedRequest,
-    GenerationFinished,
-    Reply,
-    ToolCall,
 )
 from common.amqp import connect, ready_messages, topology_for
 from common.archive import ArchiveStore
-from common.batching import TickBatcher
 from common.cancels import CancelMarkers
-from common.exchanges import FINAL_STATES, ChatRecords, RecordState, exchange_turns
+from common.exchanges import FINAL_STATES, ChatRecords
 from common.health import broker_and_redis_ready
 from common.jobs import JobStore
 from common.keyspace import Keyspace
@@ -67,6 +54,7 @@ from inference_worker.generation import Completion, ModelCaller, Progress
 from inference_worker.history import HistoryReader
 from inference_worker.metrics import WorkerMetrics
 from inference_worker.ollama import NodePool, OllamaClient, OllamaError
+from inference_worker.outcomes import Outcomes
 from inference_worker.probe import NodeProber
 from inference_worker.replies import RepliesLost, ReplyBatcher, ReplyStream
 from inference_worker.settings import WorkerSettings
@@ -99,11 +87,7 @@ class InferenceWorker(Service):
         self._model_caller: ModelCaller | None = None
         self._embedder: Embedder | None = None
         self._replies: ReplyBatcher | None = None
-        self._events: AbstractExchange | None = None
-        # The usage events and session-activity updates of the chats ending within one tick, each
-        # written once for all of them (common/batching.py), before those requests are acked.
-        self._usage: TickBatcher[GenerationFinished] | None = None
-        self._activity: TickBatcher[tuple[str, str, float]] | None = None
+        self._outcomes_writer: Outcomes | None = None
         # Every message being handled (the slots in use), and the running requests by (owner,
         # request id): a cancel stops only its own user's request.
         self._running: set[asyncio.Task[None]] = set()
@@ -152,11 +136,15 @@ class InferenceWorker(Service):
         self._channels = (reply_channel, consume_channel, usage_channel)
         await consume_channel.set_qos(prefetch_count=s.concurrency)
         declared = await self.topology.declare(consume_channel)
-        self._events = await reply_channel.get_exchange(self.topology.events_exchange, ensure=False)
-        usage_exchange = await usage_channel.get_exchange(self.topology.events_exchange, ensure=False)
-        tick = s.batch_write_ms / 1000
-        self._usage = TickBatcher(functools.partial(publish_usage, usage_exchange), tick=tick)
-        self._activity = TickBatcher(self._sessions.touch_many, tick=tick)
+        self._outcomes_writer = Outcomes(
+            s,
+            self.metrics,
+            records=self._records,
+            sessions=self._sessions,
+            jobs=self._jobs,
+            events=await reply_channel.get_exchange(self.topology.events_exchange, ensure=False),
+            usage_events=await usage_channel.get_exchange(self.topology.events_exchange, ensure=False),
+        )
         self._replies = ReplyBatcher(
             reply_channel.default_exchange,
             interval=s.chunk_flush_ms / 1000,
@@ -167,8 +155,7 @@ class InferenceWorker(Service):
         self._replies.start()
         # Runs after the drain (steps run last-registered first): what the last answers left goes out.
         teardown.push("replies_close", 5, self._replies.close)
-        teardown.push("usage_close", 5, self._usage.aclose)
-        teardown.push("activity_close", 5, self._activity.aclose)
+        teardown.push("outcomes_close", 5, self._outcomes_writer.aclose)
         cancel_queue = await consume_channel.declare_queue(exclusive=True, auto_delete=True)
         await cancel_queue.bind(declared.cancel)
         await cancel_queue.consume(self._controls.on_message, no_ack=True)
@@ -202,6 +189,11 @@ class InferenceWorker(Service):
     async def ready(self) -> bool:
         """True when the broker connection is open and Redis answers."""
         return await broker_and_redis_ready(self._connection, self._redis, self._channels)
+
+    @property
+    def _outcomes(self) -> Outcomes:
+        assert self._outcomes_writer is not None, "start() the worker first"
+        return self._outcomes_writer
 
     @property
     def busy(self) -> int:
@@ -319,7 +311,7 @@ class InferenceWorker(Service):
         try:
             if started > request.deadline:
                 self.metrics.generations.labels("expired", request.model).inc()
-                await self._fail(request, replies, "deadline_exceeded", "deadline passed")
+                await self._outcomes.fail(request, replies, "deadline_exceeded", "deadline passed")
                 return
             cancelled, history, record_state, cancel_at = await self._history.prefetch(request)
             if cancel_at is not None:  # its client went away while it waited, and may resume
@@ -327,10 +319,10 @@ class InferenceWorker(Service):
             if not cancelled and record_state in FINAL_STATES:
                 # Answered before (a redelivery after the outcome was committed): never a second
                 # generation; the client still waiting gets the recorded answer.
-                await self._answer_from_record(request, replies)
+                await self._outcomes.answer_from_record(request, replies)
                 return
             if not cancelled and request.job_id:
-                cancelled = await self._start_job(request)
+                cancelled = await self._outcomes.start_job(request)
             if cancelled:
                 self.metrics.generations.labels("cancelled", request.model).inc()
                 return
@@ -341,18 +333,18 @@ class InferenceWorker(Service):
                 self.metrics.generations.labels("error", request.model).inc()
                 self.metrics.errors.labels(exc.code).inc()
                 log.warning("generation_failed", error=exc.code, detail=str(exc))
-                await self._report(request, "failed", progress.tokens)
-                await self._fail(request, replies, exc.code, str(exc), progress)
+                await self._outcomes.report(request, "failed", progress.tokens)
+                await self._outcomes.fail(request, replies, exc.code, str(exc), progress)
                 return
             except TimeoutError:
                 self.metrics.generations.labels("expired", request.model).inc()
-                self._record_partial(progress, request)
-                await self._report(request, "expired", progress.tokens)
-                await self._fail(
+                self._outcomes.record_partial(progress, request)
+                await self._outcomes.report(request, "expired", progress.tokens)
+                await self._outcomes.fail(
                     request, replies, "deadline_exceeded", "the answer did not finish in time", progress
                 )
                 return
-            await self._finish(request, replies, result)
+            await self._outcomes.finish(request, replies, result)
             self.metrics.generations.labels("ok", request.model).inc()
             log.info(
                 "generation_finished",
@@ -370,11 +362,11 @@ class InferenceWorker(Service):
             if current is not None:
                 current.uncancel()
             self.metrics.generations.labels("cancelled", request.model).inc()
-            self._record_partial(progress, request)
-            await self._report(request, "cancelled", progress.tokens)
+            self._outcomes.record_partial(progress, request)
+            await self._outcomes.report(request, "cancelled", progress.tokens)
             log.info("generation_cancelled", reason=reason, partial_tokens=progress.tokens)
             with contextlib.suppress(RedisError):  # nobody waits: a lost record only loses history
-                await self._commit(request, replies, "cancelled", progress.text(), None)
+                await self._outcomes.commit(request, replies, "cancelled", progress.text(), None)
             if request.job_id and self._jobs is not None:
                 await self._jobs.finish(
                     request.user_id,
@@ -387,28 +379,12 @@ class InferenceWorker(Service):
             self.metrics.errors.labels(type(exc).__name__).inc()
             log.exception("generation_crashed", error_type=type(exc).__name__)
             # If this raises too, the client cannot be told: settled() requeues the request.
-            await self._report(request, "failed", progress.tokens)
-            await self._fail(request, replies, "internal_error", "the worker failed", progress)
+            await self._outcomes.report(request, "failed", progress.tokens)
+            await self._outcomes.fail(request, replies, "internal_error", "the worker failed", progress)
         finally:
             replies.release()
             self._controls.ended(key, replies)
             structlog.contextvars.unbind_contextvars("request_id", "trace_id", "user_id")
-
-    async def _report(
-        self, request: ChatRequest, outcome: UsageOutcome, completion_tokens: int, prompt_tokens: int = 0
-    ) -> None:
-        """The generation's usage, for the ledger: published (confirmed, with the others of its
-        tick) before the request is acked, so a crash before the ack means a redelivery that
-        reports it (deduplicated there by request id)."""
-        assert self._usage is not None
-        event = generation_finished(
-            request,
-            outcome,
-            prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens,
-            started=request.created_at,
-        )
-        await self._usage.submit(event)
 
     async def _embed(self, message: AbstractIncomingMessage, request: EmbedRequest) -> None:
         assert self._replies is not None and self._embedder is not None
@@ -426,170 +402,12 @@ class InferenceWorker(Service):
         finally:
             replies.release()
 
-    async def _commit(
-        self,
-        request: ChatRequest,
-        replies: ReplyStream,
-        state: RecordState,
-        text: str,
-        final: ChatDone | ChatError | None,
-        *,
-        usage: dict[str, int] | None = None,
-        finish_reason: str | None = None,
-        tool_calls: list[ToolCall] | None = None,
-        activity: list[tuple[str, str, float]] | None = None,
-    ) -> tuple[bool, int, int]:
-        """Record the exchange once (common/exchanges.py): the request's record, and its turns in
-        the session (for an answer, or any text sent). A no-op when the request already has a
-        final record (a redelivery; the gateway's own outcome). The session's activity update is
-        written here, or, given ``activity``, left in it for the caller to write after answering."""
-        assert self._records is not None and self._sessions is not None
-        record_turns = request.session_id is not None and request.record and (state == "done" or bool(text))
-        turns = (
-            exchange_turns(request, text, state, usage, finish_reason, tool_calls) if record_turns else None
-        )
-        committed, version, spilled = await self._records.commit(
-            user_id=request.user_id,
-            org_id=request.org_id,
-            request_id=request.request_id,
-            state=state,
-            generation=replies.attempt.attempt_id,
-            text=text,
-            offsets=replies.attempt.offsets,
-            final=final,
-            session_id=request.session_id if turns else None,
-            turns=turns,
-            ttl=request.deadline - time.time() + self.settings.common.resume_record_seconds,
-        )
-        if committed and turns and request.session_id:
-            touch = (request.user_id, request.session_id, time.time())
-            if activity is not None:
-                activity.append(touch)
-            else:
-                await self._touch([touch])
-        return committed, version, spilled
-
-    async def _touch(self, activity: list[tuple[str, str, float]]) -> None:
-        """The sessions' place in the activity index, with the other chats of this tick."""
-        assert self._activity is not None
-        await asyncio.gather(*(self._activity.submit(touch) for touch in activity))
-
-    async def _answer_from_record(self, request: ChatRequest, replies: ReplyStream) -> None:
-        """Publish a committed answer again (its own generation and seqs: the gateway drops what
-        it has)."""
-        assert self._records is not None
-        record = await self._records.get(request.user_id, request.request_id)
-        log.info("request_already_answered", state=record.state if record else None)
-        if record is None or record.final is None:
-            return
-        frames: list[Reply] = [*record.chunks(request.user_id, request.org_id, request.request_id)]
-        frames.append(record.final)
-        await replies.replay(frames)
-        if isinstance(record.final, ChatDone):
-            # The attempt that committed it may have died before its usage report was confirmed
-            # (it is sent after the answer): report it again; the ledger keeps one per request.
-            usage = record.final.usage
-            await self._report(request, "done", usage.completion_tokens, usage.prompt_tokens)
-
-    async def _start_job(self, request: ChatRequest) -> bool:
-        """Mark the job running; True when it was cancelled before it started."""
-        assert self._jobs is not None and request.job_id is not None
-        status = await self._jobs.start(
-            request.user_id, request.job_id, model=request.model, session_id=request.session_id
-        )
-        return status == "cancelled"
-
-    def _record_partial(self, progress: Progress, request: ChatRequest) -> None:
-        """Usage of a generation stopped early still counts (tokens are what the model produced)."""
-        if progress.tokens:
-            self.metrics.tokens.labels(request.model).inc(progress.tokens)
-            self.metrics.partial_tokens.labels(request.model).inc(progress.tokens)
-
-    async def _fail(
-        self,
-        request: ChatRequest,
-        replies: ReplyStream,
-        code: str,
-        text: str,
-        progress: Progress | None = None,
-    ) -> None:
-        """Tell the waiting client (if any), then record the failure (the exchange, with the text
-        sent, and the job if any): if the client cannot be told, the request is requeued and its
-        next attempt answers it, so nothing is recorded before."""
-        error = ChatError(
-            request_id=request.request_id,
-            user_id=request.user_id,
-            org_id=request.org_id,
-            generation=replies.attempt.attempt_id,
-            error=code,
-            message=text,
-        )
-        await replies.error(code, text)
-        with contextlib.suppress(RedisError):  # the client was told; the gateway settles it too
-            await self._commit(request, replies, "failed", progress.text() if progress else "", error)
-        if request.job_id and self._jobs is not None:
-            await self._jobs.finish(
-                request.user_id,
-                request.job_id,
-                "failed",
-                response=progress.text() if progress else None,
-                usage={"completion_tokens": progress.tokens} if progress else None,
-                error=code,
-                message=text,
-            )
-
     async def _call_model(
         self, request: ChatRequest, replies: ReplyStream, history: list[Turn], progress: Progress
     ) -> Completion:
         assert self._model_caller is not None
         messages = HistoryReader.conversation(request, history)
         return await self._model_caller.run(request, messages, replies.token, progress)
-
-    async def _finish(self, request: ChatRequest, replies: ReplyStream, result: Completion) -> None:
-        """Record the turns first, so a follow-up request sent after ``done`` sees this answer."""
-        assert self._events is not None
-        usage = {
-            "prompt_tokens": result.usage.prompt_tokens,
-            "completion_tokens": result.usage.completion_tokens,
-        }
-        done = replies.done_reply(
-            model=request.model,
-            done_reason=result.done_reason,
-            usage=result.usage,
-            node=result.node,
-            tool_calls=result.tool_calls,
-        )
-        activity: list[tuple[str, str, float]] = []
-        committed, version, spilled_turns = await self._commit(
-            request,
-            replies,
-            "done",
-            result.text,
-            done,
-            usage=usage,
-            finish_reason=result.done_reason,
-            tool_calls=done.tool_calls,
-            activity=activity,
-        )
-        if committed and request.session_id and request.record:
-            if self.settings.session_updated_events:
-                updated = session_event(request, "session.updated", version)
-                await publish_session_event(self._events, updated)
-            if spilled_turns >= self.settings.spill_archive_turns:
-                # Turns over the Redis cap wait in the spill list; have the archiver store them now.
-                spilled = session_event(request, "session.spilled", version)
-                await publish_session_event(self._events, spilled)
-        if request.job_id and self._jobs is not None:
-            job = request.job_id
-            await self._jobs.finish(request.user_id, job, "done", response=result.text, usage=usage)
-        # The client gets its answer first; the usage report (batched, confirmed) only holds the
-        # ack: a crash in between redelivers the request, answered and reported from its record.
-        # The same for the session's activity update.
-        await replies.done(done)
-        await asyncio.gather(
-            self._report(request, "done", result.usage.completion_tokens, result.usage.prompt_tokens),
-            self._touch(activity),
-        )
 
 
 __all__ = ["InferenceWorker"]
