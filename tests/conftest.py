@@ -13,6 +13,7 @@ import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
@@ -58,15 +59,63 @@ SERVICE_MARKERS = {
 }
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark every test with the services it needs: ``pytest -m "not cluster"`` is the quick loop."""
+# The modules whose subject is state kept in Redis (scripts, multi-key writes under one hash tag,
+# pipelines, reconnects): their tests run against the single Redis and against the Redis Cluster.
+# Every other Redis-touching test (HTTP shapes, client compatibility, the browser, deployment)
+# runs against the single Redis only, unless ``REDIS_CLUSTER_EVERYWHERE=1``: the same code under
+# both would double the suite's time without testing anything cluster-specific.
+CLUSTER_MODULES = (
+    "tests/common/",
+    "tests/archiver/",
+    "tests/inference_worker/",
+    "tests/gateway/test_admission.py",
+    "tests/gateway/test_ratelimit.py",
+    "tests/gateway/test_resume.py",
+    "tests/gateway/test_revocation.py",
+    "tests/gateway/test_jobs.py",
+    "tests/gateway/test_redis_reconnect.py",
+    "tests/gateway/test_exchange_outcomes.py",
+    "tests/gateway/test_chat_stop.py",
+    "tests/gateway/test_watchdog.py",
+    "tests/gateway/test_chat_concurrency.py",
+    "tests/gateway/test_session_tool_calls.py",
+    "tests/auth/test_auth_revocation.py",
+    "tests/auth/test_auth_bruteforce.py",
+    "tests/auth/test_auth_token_flow.py",
+    "tests/e2e/test_worker_crash.py",
+    "tests/e2e/test_revocation_e2e.py",
+    "tests/e2e/test_usage_e2e.py",
+    "tests/e2e/test_usage_batches.py",
+    "tests/e2e/test_identity_outage_e2e.py",
+)
+
+
+def _cluster_variant(item: pytest.Item) -> bool:
+    callspec = getattr(item, "callspec", None)
+    return callspec is not None and callspec.params.get("redis_target") == "cluster"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Drop the cluster variant outside CLUSTER_MODULES; mark every test with the services it
+    needs: ``pytest -m "not cluster"`` is the quick loop."""
+    if os.environ.get("REDIS_CLUSTER_EVERYWHERE", "") not in {"1", "true"}:
+        root = Path(str(config.rootpath))
+        dropped = [
+            item
+            for item in items
+            if _cluster_variant(item)
+            and not Path(str(item.path)).relative_to(root).as_posix().startswith(CLUSTER_MODULES)
+        ]
+        if dropped:
+            config.hook.pytest_deselected(items=dropped)
+            kept = set(map(id, dropped))
+            items[:] = [item for item in items if id(item) not in kept]
     for item in items:
         fixtures = set(getattr(item, "fixturenames", ()))
         marks = {mark for name, names in SERVICE_MARKERS.items() if name in fixtures for mark in names}
         if "redis_target" in fixtures:
             marks.add("redis")
-            callspec = getattr(item, "callspec", None)
-            if callspec is not None and callspec.params.get("redis_target") == "cluster":
+            if _cluster_variant(item):
                 marks.add("cluster")
         for mark in sorted(marks):
             item.add_marker(mark)
