@@ -84,6 +84,20 @@ async def wait_for(
     raise AssertionError(f"{what} not met within {timeout}s (last: {last!r}){extra}")
 
 
+# One tool, as OpenAI and Ollama clients declare it: the simulator calls it when a prompt asks.
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The weather in a city",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}},
+            "required": ["city"],
+        },
+    },
+}
+
 ISSUER = "enterprise-chat-auth"
 AUDIENCE = "enterprise-chat"
 

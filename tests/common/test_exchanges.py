@@ -51,7 +51,13 @@ def _done(request: ChatRequest, generation: str, chunks: int) -> ChatDone:
     )
 
 
-async def _commit(records: ChatRecords, request: ChatRequest, text: str, offsets: list[int]) -> bool:
+async def _commit(
+    records: ChatRecords,
+    request: ChatRequest,
+    text: str,
+    offsets: list[int],
+    tool_calls: list[ToolCall] | None = None,
+) -> bool:
     committed, _, _ = await records.commit(
         user_id="u",
         org_id="o",
@@ -62,7 +68,7 @@ async def _commit(records: ChatRecords, request: ChatRequest, text: str, offsets
         offsets=offsets,
         final=_done(request, "g2", len(offsets)),
         session_id=request.session_id,
-        turns=exchange_turns(request, text, "done"),
+        turns=exchange_turns(request, text, "done", tool_calls=tool_calls),
         ttl=60,
     )
     return committed
@@ -137,20 +143,7 @@ async def test_interrupted_drops_the_tool_calls_the_client_never_got(
     sessions, records = stores
     request = _request()
     call = ToolCall(function=ToolFunction(name="lookup", arguments={"tags": [], "n": 1}), id="call_1")
-    committed, _, _ = await records.commit(
-        user_id="u",
-        org_id="o",
-        request_id=request.request_id,
-        state="done",
-        generation="g2",
-        text="let me look",
-        offsets=[0],
-        final=_done(request, "g2", 1),
-        session_id="s",
-        turns=exchange_turns(request, "let me look", "done", tool_calls=[call]),
-        ttl=60,
-    )
-    assert committed
+    assert await _commit(records, request, "let me look", [0], tool_calls=[call])
     assert [t.tool_calls for t in await _turns(sessions)] == [None, [call]]  # read back exactly
     await records.settle(
         user_id="u",

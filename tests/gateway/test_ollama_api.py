@@ -12,25 +12,11 @@ from typing import Any
 import ollama
 import openai
 import pytest
-from helpers import KeyPair, auth_header, wait_for
+from helpers import WEATHER, KeyPair, auth_header, wait_for
 
 from inference_worker.simulator import STATE_KEY as SIM_STATE
 from inference_worker.simulator_structured import embedding
 from inference_worker.simulator_text import expected_answer
-
-WEATHER = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "The weather in a city",
-        "parameters": {
-            "type": "object",
-            "properties": {"city": {"type": "string"}},
-            "required": ["city"],
-        },
-    },
-}
-
 
 ClientFor = Callable[[Any, str], ollama.AsyncClient]
 

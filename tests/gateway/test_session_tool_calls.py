@@ -8,20 +8,8 @@ from typing import Any
 
 import aiohttp
 import openai
-from helpers import KeyPair, auth_header, simulator_url
+from helpers import WEATHER, KeyPair, auth_header, simulator_url
 
-WEATHER = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "The weather in a city",
-        "parameters": {
-            "type": "object",
-            "properties": {"city": {"type": "string"}},
-            "required": ["city"],
-        },
-    },
-}
 QUESTION = "Please call get_weather for Paris"
 
 

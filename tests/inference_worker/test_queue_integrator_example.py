@@ -12,10 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import RabbitManagement, SingleRedis
-from integrator_support import Integrator, integrator_user
+from helpers import SingleRedis
+from integrator_support import Integrator
 
-from broker.topology import QueueLimits, Topology
 from inference_worker.simulator_text import expected_answer
 
 SCRIPT = Path(__file__).resolve().parents[2] / "examples" / "queue_integrator.py"
@@ -24,12 +23,6 @@ SCRIPT = Path(__file__).resolve().parents[2] / "examples" / "queue_integrator.py
 @pytest.fixture
 def redis_target(single_redis_url: str) -> SingleRedis:
     return SingleRedis(single_redis_url)
-
-
-@pytest.fixture
-async def integrator(rabbitmq_management: RabbitManagement, rabbitmq_url: str, namespace: str) -> Any:
-    async with integrator_user(rabbitmq_management, rabbitmq_url, Topology(namespace, QueueLimits())) as made:
-        yield made
 
 
 @pytest.fixture

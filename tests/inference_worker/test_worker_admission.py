@@ -12,8 +12,8 @@ import aio_pika
 import msgspec
 import pytest
 from aiormq.exceptions import ChannelPreconditionFailed
-from helpers import RabbitManagement, SingleRedis, wait_for
-from integrator_support import Integrator, integrator_user
+from helpers import SingleRedis, wait_for
+from integrator_support import Integrator
 from reply_support import ReplyClient, chat_request
 
 from broker.messages import ChatDone, ChatError, ReplyBatch, encoder, reply_decoder
@@ -27,12 +27,6 @@ from inference_worker.worker import InferenceWorker
 def redis_target(single_redis_url: str) -> SingleRedis:
     """What is tested here does not depend on the Redis topology."""
     return SingleRedis(single_redis_url)
-
-
-@pytest.fixture
-async def integrator(rabbitmq_management: RabbitManagement, rabbitmq_url: str, namespace: str) -> Any:
-    async with integrator_user(rabbitmq_management, rabbitmq_url, Topology(namespace, QueueLimits())) as made:
-        yield made
 
 
 @pytest.fixture
