@@ -177,15 +177,7 @@ class Outcomes:
         """Tell the waiting client (if any), then record the failure (the exchange, with the text
         sent, and the job if any): if the client cannot be told, the request is requeued and its
         next attempt answers it, so nothing is recorded before."""
-        error = ChatError(
-            request_id=request.request_id,
-            user_id=request.user_id,
-            org_id=request.org_id,
-            generation=replies.attempt.attempt_id,
-            error=code,
-            message=text,
-        )
-        await replies.error(code, text)
+        error = await replies.error(code, text)
         with contextlib.suppress(RedisError):  # the client was told; the gateway settles it too
             await self.commit(request, replies, "failed", progress.text() if progress else "", error)
         if request.job_id:

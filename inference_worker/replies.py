@@ -306,15 +306,16 @@ class ReplyStream:
         await outbox.flush()
         self._raise_lost()  # frames before it were lost meanwhile: the done was not sent
 
-    async def error(self, code: str, message: str) -> None:
-        """Publish the attempt's error; returns once it is published."""
-        if not self._reply_to:
-            return
+    async def error(self, code: str, message: str) -> ChatError:
+        """Publish the attempt's error; returns it once it is published (to be recorded)."""
         error = self._error_reply(code, message)
+        if not self._reply_to:
+            return error
         self.release()
         outbox = self._outbox()
         outbox.add_final(self.attempt, error)
         await outbox.flush()
+        return error
 
     def _outbox(self) -> Outbox:
         return self._batcher.outbox(self._reply_to, self._request.reply_mode)
