@@ -249,7 +249,8 @@ class ChatError(msgspec.Struct, kw_only=True, tag=ERROR, tag_field="type"):
         msgspec.Meta(
             description="Machine-readable code, e.g. invalid_request (the request did not decode: "
             "'message' says why), forbidden_identity (its publisher may not claim its user_id or "
-            "org_id), deadline_exceeded, model_node_failed, internal_error"
+            "org_id), deadline_exceeded, model_node_failed, store_unavailable (Redis was away: retry), "
+            "internal_error"
         ),
     ]
     message: str

@@ -221,7 +221,16 @@ def make_error_middleware(
                 400, "invalid_input", "a value in the request cannot be stored (for example a NUL character)"
             )
         except unavailable as exc:
-            log.warning("dependency_unavailable", path=request.path, error=repr(exc))
+            # The type and the underlying cause say which dependency failed and how (an intermittent
+            # 503 is otherwise hard to trace back: a pool timeout, a reset, a refused connect).
+            cause = exc.__cause__ or exc.__context__
+            log.warning(
+                "dependency_unavailable",
+                path=request.path,
+                error_type=type(exc).__name__,
+                error=repr(exc),
+                cause=repr(cause) if cause is not None else None,
+            )
             return json_error(503, "unavailable", "a backing service is unavailable", {"Retry-After": "1"})
         except Exception as exc:  # CancelledError is a BaseException and passes through untouched
             log.exception(

@@ -93,7 +93,14 @@ CHAT_ERRORS: Mapping[int, tuple[str, ...]] = {
         "model_stream_failed",
         "model_error",
     ),
-    503: ("queue_full", "broker_unavailable", "model_busy", "model_unavailable", "no_model_node"),
+    503: (
+        "queue_full",
+        "broker_unavailable",
+        "model_busy",
+        "model_unavailable",
+        "no_model_node",
+        "store_unavailable",
+    ),
     504: ("deadline_exceeded", "generation_stalled"),
 }
 RATE_HEADERS = ("RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset")

@@ -45,6 +45,7 @@ ERROR_STATUS = {
     "model_busy": 503,
     "model_unavailable": 503,
     "no_model_node": 503,
+    "store_unavailable": 503,  # the worker could not read or record the session (Redis away)
     "model_not_found": 400,
     "model_rejected_request": 400,  # the node refused what the caller sent (a bad schema, dimensions)
     "generation_interrupted": 502,

@@ -27,7 +27,7 @@ from aio_pika.abc import (
     AbstractIncomingMessage,
     AbstractRobustConnection,
 )
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from broker.messages import (
     ChatError,
@@ -60,6 +60,7 @@ from inference_worker.replies import RepliesLost, ReplyBatcher, ReplyStream
 from inference_worker.settings import WorkerSettings
 
 log = structlog.get_logger(__name__)
+STORE_UNAVAILABLE = "store_unavailable"  # the chat could not be read or recorded: Redis is away
 
 
 class InferenceWorker(Service):
@@ -375,6 +376,19 @@ class InferenceWorker(Service):
                     response=progress.text(),
                     usage={"completion_tokens": progress.tokens},
                 )
+        except (RedisError, RedisClusterException) as exc:
+            # Redis away (restarting, failing over) after redis-py's own retries: a retryable
+            # error the client can act on, not an internal one.
+            self.metrics.errors.labels(STORE_UNAVAILABLE).inc()
+            log.error("session_store_unavailable", error=repr(exc))
+            await self._outcomes.report(request, "failed", progress.tokens)
+            await self._outcomes.fail(
+                request,
+                replies,
+                STORE_UNAVAILABLE,
+                "the session store is unavailable; please retry",
+                progress,
+            )
         except Exception as exc:
             self.metrics.errors.labels(type(exc).__name__).inc()
             log.exception("generation_crashed", error_type=type(exc).__name__)

@@ -101,3 +101,26 @@ async def test_ready_is_503_while_redis_is_away_and_200_once_it_is_back(
 
     await wait_for(ready_again, timeout=5, what="/ready 200 after Redis is back")
     assert await _chat(gateway, keys.mint("u")) == 200, "the pooled connections cut meanwhile are replaced"
+
+
+async def test_a_chat_whose_worker_cannot_reach_redis_is_a_retryable_503_not_an_internal_error(
+    gateway: Any, worker_factory: Any, redis_proxy: TcpProxy, single_redis_url: str, keys: KeyPair
+) -> None:
+    """The worker reads the session before it generates: with its Redis away (restarting, after
+    redis-py's retries) the client is told ``store_unavailable`` with Retry-After, in both reply
+    shapes, and the chat works again once Redis is back."""
+    await worker_factory(REDIS_URL=via(single_redis_url, redis_proxy))
+    headers = auth_header(keys.mint("u"))
+    await redis_proxy.cut()
+    response = await gateway.post(
+        "/chat", json={"session_id": "s", "prompt": "hi", "stream": False}, headers=headers
+    )
+    assert response.status == 503, await response.text()
+    assert (await response.json())["error"] == "store_unavailable"
+    assert response.headers["Retry-After"]
+    streamed = await gateway.post("/chat", json={"session_id": "s", "prompt": "hi"}, headers=headers)
+    events = await read_sse(streamed)
+    assert events[-1].event == "error"
+    assert events[-1].data["error"] == "store_unavailable"
+    await redis_proxy.restore()
+    assert await _chat(gateway, keys.mint("u")) == 200
