@@ -24,7 +24,7 @@ import msgspec
 import structlog
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 
-from broker.messages import BATCH, Alive, Reply, ReplyBatch, TokenChunk, reply_decoder
+from broker.messages import BATCH, Alive, ChatDone, Reply, ReplyBatch, TokenChunk, reply_decoder
 from broker.topology import Topology
 from common.runtime import within
 
@@ -232,6 +232,12 @@ class ReplyCursor:
 
     def _follow(self, reply: Reply) -> Reply | None:
         if self.generation is None:
+            if self._resumed and self._ahead(reply):
+                # Sent live before the Resume re-pointed the replies here (this gateway was the
+                # request's first address too). A done ahead comes from a generation that ended
+                # before the Resume reached its worker: no replay follows, and taking it would end
+                # the stream without the text; the resume reads the record instead (gateway/resume.py).
+                return None
             self.generation = reply.generation
         elif reply.generation != self.generation:
             if self._delivered:
@@ -251,7 +257,15 @@ class ReplyCursor:
             self.next_seq += 1
         elif isinstance(reply, Alive):
             return None
+        elif isinstance(reply, ChatDone) and reply.chunks > self.next_seq:
+            raise Interrupted  # the answer had more text than reached this stream
         return reply
+
+    def _ahead(self, reply: Reply) -> bool:
+        """A frame after some this cursor has not had yet (a token, or a done counting more)."""
+        if isinstance(reply, TokenChunk):
+            return reply.seq > self.next_seq
+        return isinstance(reply, ChatDone) and reply.chunks > self.next_seq
 
     def mark_delivered(self) -> None:
         """Part of the answer reached the client: a restart can no longer be hidden."""

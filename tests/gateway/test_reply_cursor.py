@@ -18,7 +18,7 @@ def token(generation: str, seq: int, content: str = "x") -> TokenChunk:
     )
 
 
-def done(generation: str) -> ChatDone:
+def done(generation: str, chunks: int = 1) -> ChatDone:
     return ChatDone(
         request_id="r",
         user_id="u",
@@ -26,7 +26,7 @@ def done(generation: str) -> ChatDone:
         generation=generation,
         session_id=None,
         model="m",
-        chunks=1,
+        chunks=chunks,
         done_reason="stop",
         usage=Usage(),
     )
@@ -159,3 +159,26 @@ async def test_a_late_abandoned_reply_does_not_interrupt_the_answer_being_stream
     assert await c.next() == token("g2", 0, "a")
     c.mark_delivered()  # the client has g2's first chunk now
     assert await c.next() == token("g2", 1, "b")
+
+
+async def test_a_resumed_stream_drops_a_done_that_counts_text_it_never_had() -> None:
+    """The race a resume can lose: the generation ended (its live done reached this gateway, the
+    request's first address) before the Resume reached the worker, so no replay follows. Taking
+    that done would end the stream without the answer; the resume feeds the record instead."""
+    queue: asyncio.Queue[Reply] = asyncio.Queue()
+    queue.put_nowait(done("g1", 2))
+    now = asyncio.get_running_loop().time()
+    c = ReplyCursor(queue, deadline_monotonic=now + FAR, heartbeat=FAR, resumed=True)
+    assert c.next_nowait() is None
+    assert c.generation is None  # so the resume goes on: re-broadcasts, reads the record
+    record = [token("g1", 0, "a"), token("g1", 1, "b"), done("g1", 2)]
+    for frame in record:
+        queue.put_nowait(frame)
+    assert [c.next_nowait() for _ in record] == record
+
+
+async def test_a_done_counting_more_text_than_arrived_is_interrupted_not_a_short_answer() -> None:
+    c = cursor(token("g1", 0, "a"), done("g1", 2))
+    assert await c.next() == token("g1", 0, "a")
+    with pytest.raises(Interrupted):
+        await c.next()
