@@ -104,8 +104,9 @@ async def test_kill_before_first_token_completes_transparently(
         assert (await response.json())["response"] == expected
 
 
-async def test_gateway_drains_on_sigterm(gateway_env: dict[str, str]) -> None:
-    """SIGTERM: /ready fails at once (HAProxy stops routing here) and the process exits cleanly."""
+async def test_gateway_drains_on_sigterm(gateway_env: dict[str, str], amqp: Any) -> None:
+    """SIGTERM: /ready fails at once (HAProxy stops routing here) and the process exits cleanly.
+    (``amqp``: its teardown deletes the queues the gateway process declared.)"""
     async with service_processes() as services:
         process, port = await services.start("gateway", {**gateway_env, "DRAIN_SECONDS": "2"})
         process.send_signal(signal.SIGTERM)
