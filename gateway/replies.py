@@ -257,8 +257,8 @@ class ReplyCursor:
             self.next_seq += 1
         elif isinstance(reply, Alive):
             return None
-        elif isinstance(reply, ChatDone) and reply.chunks > self.next_seq:
-            raise Interrupted  # the answer had more text than reached this stream
+        elif self._ahead(reply):  # a done counting more text than reached this stream
+            raise Interrupted
         return reply
 
     def _ahead(self, reply: Reply) -> bool:
